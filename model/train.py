@@ -1,0 +1,185 @@
+"""Train a zoo model: `python -m model.train --model tfc-w1a1 [--epochs N] [--seed S]`.
+
+Deterministic on CPU for a given seed; checkpoints every epoch to <out>/ckpt.pt and resumes from
+it after an interruption; writes <out>/model.pt and <out>/train.json at the end.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from model import data as D
+from model import zoo
+
+# Per-topology defaults that reach FINN's published accuracy or better on MNIST on 2 CPU cores.
+DEFAULTS = {
+    "mlp": dict(epochs=8, batch=100, lr_bin=1e-2, lr_fp=2e-3),
+    "cnv": dict(epochs=3, batch=100, lr_bin=5e-3, lr_fp=1e-3),
+}
+
+
+def atomic_save(obj, path: Path):
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_json(obj, path: Path):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def model_inputs(name, images):
+    """uint8 NHWC -> float NCHW at the model's input size."""
+    size = zoo.INPUT_SIZE[zoo.parse_name(name)[2]["kind"]]
+    if size:
+        images = D.pad_images(images, size)
+    return D.to_float(images)
+
+
+@torch.no_grad()
+def accuracy(net, x, y, batch=500):
+    net.eval()
+    correct = 0
+    for i in range(0, len(x), batch):
+        correct += (net(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item()
+    return correct / len(x)
+
+
+def clip_binary_weights(net):
+    # BinaryConnect: latent weights outside [-1, 1] only stop moving the sign; keep them bounded
+    import brevitas.nn as qnn
+    for m in net.modules():
+        if isinstance(m, (qnn.QuantLinear, qnn.QuantConv2d)) and m.weight_quant.bit_width() == 1:
+            m.weight.data.clamp_(-1, 1)
+
+
+def train(name, dataset="mnist", epochs=None, seed=0, out=None, batch=None, lr=None, gradreg=0.0,
+          data_dir=None, force=False, threads=None, limit=None, quiet=False):
+    topo, prec, spec, bits = zoo.parse_name(name)
+    d = DEFAULTS[spec["kind"]]
+    epochs = epochs or d["epochs"]
+    batch = batch or d["batch"]
+    lr = lr or (d["lr_fp"] if bits is None else d["lr_bin"])
+    out = Path(out) if out else zoo.model_dir(name, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    config = dict(model=name, dataset=dataset, epochs=epochs, seed=seed, batch=batch, lr=lr,
+                  gradreg=gradreg, limit=limit)
+    done = out / "train.json"
+    if done.is_file() and (out / "model.pt").is_file() and not force:
+        prev = json.loads(done.read_text())
+        if all(prev.get(k) == v for k, v in config.items()):
+            if not quiet:
+                print(f"{name}: already trained ({out}/train.json, test accuracy {prev['test_accuracy']:.4f}); --force retrains")
+            return prev
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.use_deterministic_algorithms(True)
+    if threads:
+        torch.set_num_threads(threads)
+    xtr, ytr = D.load_split(dataset, "train", data_dir)
+    xva, yva = D.load_split(dataset, "val", data_dir)
+    xte, yte = D.load_split(dataset, "test", data_dir)
+    if limit:
+        xtr, ytr = xtr[:limit], ytr[:limit]
+    xtr, xva, xte = (model_inputs(name, a) for a in (xtr, xva, xte))
+    ytr, yva, yte = (torch.from_numpy(a) for a in (ytr, yva, yte))
+
+    net = zoo.build(name, dataset)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    steps_per_epoch = (len(xtr) + batch - 1) // batch
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
+    gen = torch.Generator().manual_seed(seed)
+    start, history, seconds = 0, [], 0.0
+    ckpt_path = out / "ckpt.pt"
+    if ckpt_path.is_file() and not force:
+        ckpt = zoo.load_checkpoint(ckpt_path, name)
+        if ckpt.get("config") == config:
+            net.load_state_dict(ckpt["state_dict"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            gen.set_state(ckpt["generator"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            start, history, seconds = ckpt["epoch"], ckpt["history"], ckpt["seconds"]
+            if not quiet:
+                print(f"{name}: resuming after epoch {start} from {ckpt_path}")
+    reg_acts = net.activation_modules() if gradreg else None
+    if gradreg:
+        from explain.gradreg import guided_gradient_loss
+    lossf = nn.CrossEntropyLoss()
+    for epoch in range(start, epochs):
+        t0 = time.time()
+        net.train()
+        perm = torch.randperm(len(xtr), generator=gen)
+        bar = tqdm(range(steps_per_epoch), desc=f"{name} epoch {epoch + 1}/{epochs}", disable=quiet,
+                   leave=False, file=sys.stderr)
+        running = 0.0
+        for s in bar:
+            idx = perm[s * batch:(s + 1) * batch]
+            xb, yb = xtr[idx], ytr[idx]
+            loss = lossf(net(xb), yb)
+            if gradreg:
+                loss = loss + gradreg * guided_gradient_loss(net, xb, yb, reg_acts)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if bits is not None:
+                clip_binary_weights(net)
+            running = 0.98 * running + 0.02 * loss.item() if s else loss.item()
+            if s % 20 == 0:
+                bar.set_postfix(loss=f"{running:.3f}")
+        val = accuracy(net, xva, yva)
+        seconds += time.time() - t0
+        history.append(dict(epoch=epoch + 1, loss=running, val_accuracy=val))
+        if not quiet:
+            print(f"{name} epoch {epoch + 1}/{epochs}: loss {running:.4f}, val accuracy {val:.4f} ({seconds:.0f} s)")
+        atomic_save(dict(model=name, dataset=dataset, config=config, state_dict=net.state_dict(),
+                         optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                         generator=gen.get_state(), torch_rng=torch.get_rng_state(),
+                         epoch=epoch + 1, history=history, seconds=seconds), ckpt_path)
+    test = accuracy(net, xte, yte)
+    atomic_save(dict(model=name, dataset=dataset, state_dict=net.state_dict(), seed=seed), out / "model.pt")
+    result = dict(config, test_accuracy=test, val_accuracy=history[-1]["val_accuracy"] if history else None,
+                  seconds=round(seconds, 1), history=history, torch_threads=torch.get_num_threads())
+    atomic_json(result, done)
+    ckpt_path.unlink(missing_ok=True)
+    if not quiet:
+        print(f"{name}: test accuracy {test:.4f} -> {done}")
+    return result
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="tfc-w1a1")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--data-dir", default=None, help="folder with MNIST IDX files or CIFAR-10 batches")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--gradreg", type=float, default=0.0, help="weight of the guided-gradient loss")
+    p.add_argument("--out", default=None, help="output folder (default build/<model>[/seed<k>])")
+    p.add_argument("--limit", type=int, help="train on the first N training images only")
+    p.add_argument("--force", action="store_true", help="retrain even if a finished run exists")
+    a = p.parse_args(argv)
+    try:
+        train(a.model, a.dataset, a.epochs, a.seed, a.out, a.batch, a.lr, a.gradreg, a.data_dir,
+              a.force, limit=a.limit)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
