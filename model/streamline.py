@@ -533,3 +533,24 @@ def metadata(mw: ModelWrapper) -> dict:
         if p.key == "bitlens":
             return json.loads(p.value)
     raise StreamlineError("not a BitLens streamlined graph (no 'bitlens' metadata)")
+
+
+def with_batch(mw: ModelWrapper, batch: int) -> ModelWrapper:
+    """A copy of a streamlined graph whose declared shapes have batch size `batch`, so qonnx
+    executes many images per call (the graph itself is batch-agnostic)."""
+    import copy
+    m = copy.deepcopy(mw.model)
+    inits = {i.name for i in m.graph.initializer}
+    for vi in list(m.graph.input) + list(m.graph.output) + list(m.graph.value_info):
+        if vi.name in inits:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].dim_value = batch
+    for node in m.graph.node:
+        if node.op_type == "Im2Col":
+            for a in node.attribute:
+                if a.name == "input_shape":
+                    shape = a.s.decode().strip("()").split(",")
+                    a.s = ("(" + ", ".join([str(batch)] + [d.strip() for d in shape[1:]]) + ")").encode()
+    return ModelWrapper(m)

@@ -21,7 +21,7 @@ from model import zoo
 # Per-topology defaults that reach FINN's published accuracy or better on MNIST on 2 CPU cores.
 DEFAULTS = {
     "mlp": dict(epochs=8, batch=100, lr_bin=1e-2, lr_fp=2e-3),
-    "cnv": dict(epochs=3, batch=100, lr_bin=5e-3, lr_fp=1e-3),
+    "cnv": dict(epochs=1, batch=100, lr_bin=5e-3, lr_fp=1e-3),
 }
 
 

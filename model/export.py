@@ -1,0 +1,136 @@
+"""Export, streamline and verify: `python -m model.export --model tfc-w1a1 [--verify-images N]`.
+
+Writes build/<model>/model.qonnx.onnx (Brevitas QONNX export, dynamo=False as FINN needs),
+build/<model>/streamlined.onnx (the integer graph every consumer reads) and
+build/<model>/verify.json: the bit-exact reference against qonnx execution of the streamlined
+graph (every integer output must agree) and against the Brevitas float model (disagreements are
+counted and must all sit at threshold ties).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model import data as D
+from model import zoo
+from model.reference import Reference
+from model.streamline import StreamlineError, streamline, with_batch
+
+TIE_TOL = 1e-3
+
+
+def export_qonnx_file(net, path: Path):
+    from brevitas.export import export_qonnx
+    tmp = path.with_name(path.name + ".tmp.onnx")
+    export_qonnx(net.eval(), torch.zeros(1, *net.in_shape), str(tmp), dynamo=False)
+    os.replace(tmp, path)
+
+
+def qonnx_accumulators(graph, images, batch=100, quiet=False):
+    """Run the streamlined graph with qonnx's execute_onnx; returns acc_out (N, classes)."""
+    from qonnx.core.onnx_exec import execute_onnx
+    # qonnx's MaxPoolNHWC mis-executes batches > 1 here, so pooled graphs go one image at a time
+    if any(n.op_type == "MaxPoolNHWC" for n in graph.graph.node):
+        batch = 1
+    batched = {}
+    out = []
+    for i in tqdm(range(0, len(images), batch), desc="qonnx execute_onnx", disable=quiet, file=sys.stderr):
+        xb = images[i:i + batch].astype(np.float32)
+        g = batched.setdefault(len(xb), with_batch(graph, len(xb)) if len(xb) != 1 else graph)
+        out.append(execute_onnx(g, {"global_in": xb}, return_full_exec_context=True)["acc_out"])
+    return np.rint(np.concatenate(out)).astype(np.int64)
+
+
+@torch.no_grad()
+def brevitas_logits(net, x, batch=500):
+    return torch.cat([net(x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
+
+
+def export(name, dataset="mnist", seed=0, verify_images=None, data_dir=None, quiet=False):
+    out = zoo.model_dir(name, seed)
+    if zoo.parse_name(name)[3] is None:
+        raise zoo.ModelError(f"{name} is a full-precision twin: there is nothing to streamline (export its BNN)")
+    net = zoo.load_trained(name, seed)
+    t0 = time.time()
+    qpath, spath = out / "model.qonnx.onnx", out / "streamlined.onnx"
+    export_qonnx_file(net, qpath)
+    graph = streamline(qpath, name)
+    tmp = spath.with_name("streamlined.tmp.onnx")
+    graph.save(str(tmp))
+    os.replace(tmp, spath)
+    if not quiet:
+        print(f"{name}: wrote {qpath} and {spath} ({sum(1 for _ in graph.graph.node)} nodes)")
+
+    images, labels = D.load_split(dataset, "test", data_dir)
+    if verify_images:
+        images, labels = images[:verify_images], labels[:verify_images]
+    size = zoo.INPUT_SIZE[zoo.parse_name(name)[2]["kind"]]
+    if size:
+        images = D.pad_images(images, size)
+    ref = Reference(graph)
+    t1 = time.time()
+    acc_ref = ref.predict_int(images)
+    ref_seconds = time.time() - t1
+    acc_qonnx = qonnx_accumulators(graph, images, quiet=quiet)
+    qonnx_equal = (acc_ref == acc_qonnx).all(1)
+
+    x = D.to_float(images)
+    logits_b = brevitas_logits(net, x)
+    logits_r = ref.logits_from_acc(acc_ref)
+    # Brevitas' float logits imply its integer accumulators; equal means every class's equal
+    acc_b = np.rint((logits_b - ref.out_bias.numpy()) / ref.out_scale.numpy()).astype(np.int64)
+    brevitas_equal = (acc_b == acc_ref).all(1)
+    margin = ref.tie_margin(images)
+    ties = margin < TIE_TOL
+    unexplained = int((~brevitas_equal & ~ties).sum())
+    result = dict(
+        model=name, dataset=dataset, seed=seed, images=int(len(images)),
+        reference_vs_qonnx_equal=int(qonnx_equal.sum()),
+        reference_vs_brevitas_equal=int(brevitas_equal.sum()),
+        ties=int(ties.sum()),
+        brevitas_disagreements=int((~brevitas_equal).sum()),
+        brevitas_disagreements_at_ties=int((~brevitas_equal & ties).sum()),
+        brevitas_disagreements_unexplained=unexplained,
+        tie_tolerance_acc_units=TIE_TOL,
+        reference_accuracy=float((logits_r.argmax(1) == labels).mean()),
+        brevitas_accuracy=float((logits_b.argmax(1) == labels).mean()),
+        argmax_agreement=int((logits_r.argmax(1) == logits_b.argmax(1)).sum()),
+        reference_seconds=round(ref_seconds, 3),
+        seconds=round(time.time() - t0, 1),
+    )
+    tmp = out / "verify.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, out / "verify.json")
+    if not quiet:
+        print(f"{name}: reference == qonnx on {result['reference_vs_qonnx_equal']}/{len(images)} images, "
+              f"== Brevitas on {result['reference_vs_brevitas_equal']} ({result['ties']} ties, "
+              f"{unexplained} unexplained); accuracy {result['reference_accuracy']:.4f} -> {out / 'verify.json'}")
+    if result["reference_vs_qonnx_equal"] != len(images):
+        raise StreamlineError(f"{name}: reference and qonnx disagree on {len(images) - result['reference_vs_qonnx_equal']} images")
+    return result
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="tfc-w1a1")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verify-images", type=int, default=None, help="verify on the first N test images (default: all)")
+    a = p.parse_args(argv)
+    try:
+        export(a.model, a.dataset, a.seed, a.verify_images, a.data_dir)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
