@@ -1,0 +1,241 @@
+"""Foundation: data, zoo, training, streamlining, the bit-exact reference."""
+import gzip
+import json
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from model import data as D
+from model import zoo
+from model.reference import Reference
+from model.streamline import StreamlineError, streamline
+
+torch.set_num_threads(1)
+
+
+def test_embedded_mnist_splits():
+    x, y = D.load_split("mnist", "test")
+    assert x.shape == (10000, 28, 28, 1) and x.dtype == np.uint8 and y.shape == (10000,)
+    assert set(np.unique(y)) == set(range(10))
+    assert D.load_split("mnist", "val")[0].shape[0] == 10000
+
+
+def _write_idx(path, arr, magic):
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in arr.shape) + arr.tobytes())
+
+
+def test_mnist_idx_folder(tmp_path):
+    imgs = np.random.randint(0, 256, (7, 28, 28), np.uint8)
+    labels = np.arange(7, dtype=np.uint8)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", imgs, 0x803)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels, 0x801)
+    x, y = D.load_split("mnist", "test", tmp_path)
+    assert np.array_equal(x[..., 0], imgs) and np.array_equal(y, labels)
+
+
+def test_cifar_folder(tmp_path):
+    d = {"data": np.random.randint(0, 256, (5, 3072), np.uint8), "labels": [1, 2, 3, 4, 5]}
+    (tmp_path / "test_batch").write_bytes(pickle.dumps(d))
+    x, y = D.load_split("cifar10", "test", tmp_path)
+    assert x.shape == (5, 32, 32, 3) and x[0, 0, 0, 0] == d["data"][0, 0] and list(y) == d["labels"]
+
+
+@pytest.mark.parametrize("setup,msg", [
+    (lambda p: None, "expected MNIST IDX"),
+    (lambda p: ((p / "t10k-images-idx3-ubyte").write_bytes(b"junk"), (p / "t10k-labels-idx1-ubyte").write_bytes(b"junk")), "not an IDX file"),
+])
+def test_bad_data_folder_is_one_line_error(tmp_path, setup, msg):
+    setup(tmp_path)
+    with pytest.raises(D.DataError, match=msg) as e:
+        D.load_split("mnist", "test", tmp_path)
+    assert str(tmp_path) in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(D.DataError, match="not a folder"):
+        D.load_split("mnist", "test", tmp_path / "missing")
+
+
+@pytest.mark.parametrize("name", zoo.all_names())
+def test_zoo_builds_and_runs(name):
+    net = zoo.build(name).eval()
+    assert net(torch.rand(2, *net.in_shape)).shape == (2, 10)
+    assert (net.gradcam_layer is not None) == name.startswith("cnv")
+
+
+def test_unknown_model_error():
+    with pytest.raises(zoo.ModelError, match="unknown model 'xyz-w1a1'"):
+        zoo.build("xyz-w1a1")
+
+
+def test_checkpoint_errors(tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(zoo.ModelError, match="not a readable checkpoint"):
+        zoo.load_checkpoint(bad, "tfc-w1a1")
+    torch.save(dict(model="tfc-fp", state_dict={}), bad)
+    with pytest.raises(zoo.ModelError, match="for model 'tfc-fp', not 'tfc-w1a1'"):
+        zoo.load_checkpoint(bad, "tfc-w1a1")
+
+
+def test_training_writes_results_and_resumes(tmp_path):
+    from model.train import train
+    r = train("tfc-w1a1", epochs=1, out=tmp_path, limit=600, quiet=True)
+    saved = json.loads((tmp_path / "train.json").read_text())
+    for k in ("test_accuracy", "epochs", "seed", "seconds"):
+        assert k in saved
+    assert saved["test_accuracy"] == r["test_accuracy"] > 0.3  # 600 images already beat chance
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    import model.train as T
+    a = T.train("tfc-w1a1", epochs=2, out=tmp_path / "a", limit=300, quiet=True)
+    real, calls = T.accuracy, []
+
+    def interrupt(*args, **kw):  # dies in epoch 2, after epoch 1's checkpoint was written
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+    monkeypatch.setattr(T, "accuracy", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        T.train("tfc-w1a1", epochs=2, out=tmp_path / "b", limit=300, quiet=True)
+    assert torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(T, "accuracy", real)
+    b = T.train("tfc-w1a1", epochs=2, out=tmp_path / "b", limit=300, quiet=True)
+    sa = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"]
+    sb = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa) and a["test_accuracy"] == b["test_accuracy"]
+
+
+def _randomise_bn(net, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) * 10 - 5)
+            m.running_var.copy_(torch.rand(n, generator=g) * 3 + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) * 2 - 1)  # negative scales too
+            m.bias.data.copy_(torch.rand(n, generator=g) * 2 - 1)
+    return net.eval()
+
+
+class AdHoc(nn.Module):
+    """Not a zoo model: conv + pool + 2-bit ReLU/HardTanh + binary layers + float scale/bias."""
+
+    def __init__(self):
+        super().__init__()
+        import brevitas.nn as qnn
+        from brevitas.quant import SignedBinaryActPerTensorConst, SignedBinaryWeightPerTensorConst
+        from model.zoo import _quant_parts
+        inq = _quant_parts(1, 1)[0]
+        self.q0 = inq()
+        self.c1 = qnn.QuantConv2d(1, 8, 3, bias=False, weight_quant=SignedBinaryWeightPerTensorConst)
+        self.b1 = nn.BatchNorm2d(8)
+        self.a1 = qnn.QuantReLU(bit_width=2)
+        self.p1 = nn.MaxPool2d(2)
+        self.c2 = qnn.QuantConv2d(8, 8, 3, bias=False, weight_bit_width=2)
+        self.b2 = nn.BatchNorm2d(8)
+        self.a2 = qnn.QuantIdentity(act_quant=SignedBinaryActPerTensorConst)
+        self.l3 = qnn.QuantLinear(8 * 3 * 3, 16, bias=True, weight_quant=SignedBinaryWeightPerTensorConst)
+        self.b3 = nn.BatchNorm1d(16)
+        self.a3 = qnn.QuantHardTanh(bit_width=2, max_val=1.0, min_val=-1.0)
+        self.l4 = qnn.QuantLinear(16, 5, bias=False, weight_quant=SignedBinaryWeightPerTensorConst)
+        self.scale = nn.Parameter(torch.rand(5) + 0.5)
+        self.shift = nn.Parameter(torch.randn(5))
+        self.in_shape = (1, 12, 12)
+
+    def forward(self, x):
+        x = self.p1(self.a1(self.b1(self.c1(self.q0(x)))))
+        x = self.a2(self.b2(self.c2(x)))
+        x = self.a3(self.b3(self.l3(torch.flatten(x, 1))))
+        return self.l4(x) * self.scale + self.shift
+
+
+def _export(net, path):
+    from brevitas.export import export_qonnx
+    export_qonnx(net.eval(), torch.zeros(1, *net.in_shape), str(path), dynamo=False)
+    return path
+
+
+def _check_bit_exact(net, path, n=16, seed=0):
+    from qonnx.core.onnx_exec import execute_onnx
+    g = streamline(_export(net, path))
+    ref = Reference(g)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, *net.in_shape[1:], net.in_shape[0]), dtype=np.uint8)
+    x[0] = 0
+    x[1] = 255  # extremes
+    acc = ref.predict_int(x)
+    for i in range(n):
+        q = execute_onnx(g, {"global_in": x[i:i + 1].astype(np.float32)}, return_full_exec_context=True)
+        assert np.array_equal(q["acc_out"][0], acc[i]), f"image {i}: qonnx {q['acc_out'][0]} != reference {acc[i]}"
+    xf = torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32)) / 256
+    with torch.no_grad():
+        b = net(xf).numpy()
+    margin = ref.tie_margin(x)
+    close = np.isclose(ref.logits_from_acc(acc), b, rtol=1e-4, atol=1e-4).all(1)
+    assert np.all(close | (margin < 1e-3)), "disagreements with Brevitas outside ties"
+    # differentiable path: same forward values, non-zero straight-through gradients
+    xf.requires_grad_(True)
+    out = ref(xf)
+    assert torch.equal(out.detach(), torch.from_numpy(ref.logits_from_acc(acc)))
+    out[:, 0].sum().backward()
+    assert xf.grad.abs().sum() > 0
+    return g, ref
+
+
+@pytest.mark.parametrize("name", ["tfc-w1a1", "cnv-w1a1", "tfc-w2a2", "sfc-w1a2"])
+def test_zoo_streamlines_bit_exact(name, tmp_path):
+    torch.manual_seed(1)
+    net = _randomise_bn(zoo.build(name))
+    g, ref = _check_bit_exact(net, tmp_path / "m.onnx", n=4 if name.startswith("cnv") else 16)
+    ops = [n.op_type for n in g.graph.node]
+    if name.endswith("w1a1"):
+        assert "XnorPopcountMatMul" in ops and ops[-2:] == ["Mul", "Add"]
+    for canon in (True, False):
+        twin = ref.float_twin(canon)
+        x = torch.randint(0, 256, (4, *net.in_shape)).float() / 256
+        assert torch.allclose(twin(x), ref(x), atol=1e-4)
+
+
+def test_ad_hoc_model_streamlines_bit_exact(tmp_path):
+    torch.manual_seed(3)
+    net = _randomise_bn(AdHoc())
+    g, _ = _check_bit_exact(net, tmp_path / "adhoc.onnx", n=12)
+    assert [n.op_type for n in g.graph.node].count("MaxPoolNHWC") == 1
+
+
+def test_unsupported_op_names_node(tmp_path):
+    class Bad(AdHoc):
+        def forward(self, x):
+            return torch.sigmoid(super().forward(x))
+    with pytest.raises(StreamlineError, match=r"node .*Sigmoid"):
+        streamline(_export(Bad().eval(), tmp_path / "bad.onnx"))
+
+
+def test_guided_mode_changes_gradient(tmp_path):
+    torch.manual_seed(0)
+    net = _randomise_bn(zoo.build("tfc-w1a1"))
+    ref = Reference(streamline(_export(net, tmp_path / "t.onnx")))
+    x = (torch.randint(0, 256, (4, 1, 28, 28)).float() / 256).requires_grad_(True)
+    g1 = torch.autograd.grad(ref(x)[:, 3].sum(), x)[0]
+    ref.set_guided(True)
+    g2 = torch.autograd.grad(ref(x)[:, 3].sum(), x)[0]
+    assert not torch.allclose(g1, g2)
+
+
+def test_packed_xnor_matches_bipolar_dot():
+    from model.reference import _xnor_popcount
+    rng = np.random.default_rng(0)
+    for K in (1, 7, 64, 65, 784):
+        x = rng.integers(0, 2, (5, K))
+        w = rng.integers(0, 2, (K, 3))
+        x[0] = w[:, 0]          # all match
+        x[1] = 1 - w[:, 0]      # all mismatch
+        packed = np.packbits(np.ascontiguousarray(w.T).astype(np.uint8), axis=-1, bitorder="little")
+        P = _xnor_popcount(x, packed, K)
+        expect = ((2 * x - 1) @ (2 * w - 1) + K) / 2
+        assert np.array_equal(P, expect) and P[0, 0] == K and P[1, 0] == 0
