@@ -97,6 +97,7 @@ class LinearStage(nn.Module):
         else:
             self.register_buffer("coef", torch.from_numpy(np.ascontiguousarray(coef.T)))  # (MH, K)
         self.packed = np.packbits(np.ascontiguousarray(W.T).astype(np.uint8), axis=-1, bitorder="little") if kind == "xnor" else None
+        self.words = _pack_words(W.T) if kind == "xnor" and K % 64 == 0 else None
 
     def forward(self, v):
         if self.conv:
@@ -229,6 +230,12 @@ class Reference(nn.Module):
         for kind, arg, name in self.plan:
             if kind == "linear":
                 st = self.stages[arg]
+                if st.kind == "xnor" and st.conv and v.shape[-1] % 64 == 0 and not any(st.conv["pads"]):
+                    # pack each pixel's channels into 64-bit words first: the packed patch is then
+                    # just the im2col of words (patch order kh, kw, c with c innermost)
+                    words = _pack_words(v)
+                    v = _popcount_words(_im2col(words, st.conv), st.words, st.W.shape[0])
+                    continue
                 if st.conv:
                     v = _im2col(v, st.conv)
                 elif v.ndim > 2:
@@ -287,6 +294,30 @@ def _im2col(v, conv):
     s = v.strides
     win = np.lib.stride_tricks.as_strided(v, (n, oh, ow, kh, kw, c), (s[0], s[1] * sh, s[2] * sw, s[1], s[2], s[3]))
     return np.ascontiguousarray(win).reshape(n, oh, ow, kh * kw * c)
+
+
+def _pack_words(bits):
+    """{0,1} array (..., K), K % 64 == 0 -> uint64 words (..., K/64), bit i of the row at bit
+    i % 64 of word i // 64."""
+    b = np.packbits(np.ascontiguousarray(bits).astype(np.uint8), axis=-1, bitorder="little")
+    return np.ascontiguousarray(b).view(np.uint64)
+
+
+def _popcount_words(xw, ww, K, chunk=8192):
+    """xw (..., Kw) and ww (MH, Kw) packed words -> matches K - popcount(x ^ w), float32 (..., MH).
+    One word position at a time: an outer XOR of (rows x MH) words, popcounted and accumulated,
+    keeps every pass contiguous (a broadcast over the short word axis is several times slower)."""
+    lead = xw.shape[:-1]
+    xw = xw.reshape(-1, xw.shape[-1])
+    out = np.empty((len(xw), len(ww)), np.float32)
+    wt = np.ascontiguousarray(ww.T)
+    for i in range(0, len(xw), chunk):
+        xt = np.ascontiguousarray(xw[i:i + chunk].T)
+        mism = np.zeros((xt.shape[1], len(ww)), np.int32)
+        for k in range(len(wt)):
+            mism += np.bitwise_count(np.bitwise_xor.outer(xt[k], wt[k]))
+        out[i:i + chunk] = K - mism
+    return out.reshape(*lead, len(ww))
 
 
 def _xnor_popcount(bits, wpacked, K, chunk=2048):

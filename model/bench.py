@@ -1,0 +1,63 @@
+"""`python -m model.bench`: images/s of the bit-packed reference vs the Brevitas forward pass,
+batch 256, for TFC and CNV -> build/bench/reference.json. Untrained weights are used where no
+trained checkpoint exists (speed does not depend on the weights' values)."""
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model import zoo
+from model.reference import Reference
+from model.streamline import streamline
+
+BATCH = 256
+
+
+def _rate(fn, images, repeats):
+    fn(images[:8])  # warm-up
+    t = time.perf_counter()
+    for _ in range(repeats):
+        fn(images)
+    return repeats * len(images) / (time.perf_counter() - t)
+
+
+def bench_model(name, repeats):
+    try:
+        net, trained = zoo.load_trained(name), True
+    except zoo.ModelError:
+        net, trained = zoo.build(name).eval(), False
+    with tempfile.TemporaryDirectory() as d:
+        from brevitas.export import export_qonnx
+        export_qonnx(net, torch.zeros(1, *net.in_shape), f"{d}/m.onnx", dynamo=False)
+        ref = Reference(streamline(f"{d}/m.onnx"))
+    rng = np.random.default_rng(0)
+    c, h, w = net.in_shape
+    imgs = rng.integers(0, 256, (BATCH, h, w, c), dtype=np.uint8)
+    xf = torch.from_numpy(imgs.transpose(0, 3, 1, 2).astype(np.float32)) / 256
+    with torch.no_grad():
+        brev = _rate(lambda x: net(xf[:len(x)]), imgs, repeats)
+    packed = _rate(ref.predict_int, imgs, repeats)
+    return dict(model=name, trained=trained, batch=BATCH, reference_images_per_s=round(packed, 1),
+                brevitas_images_per_s=round(brev, 1), speedup=round(packed / brev, 2),
+                torch_threads=torch.get_num_threads())
+
+
+def main():
+    out = Path(__file__).resolve().parent.parent / "build" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    results = [bench_model("tfc-w1a1", 20), bench_model("cnv-w1a1", 2)]
+    for r in results:
+        print(f"{r['model']}: reference {r['reference_images_per_s']} img/s, Brevitas {r['brevitas_images_per_s']} img/s, x{r['speedup']}")
+    tmp = out / "reference.json.tmp"
+    tmp.write_text(json.dumps(dict(goal_speedup=20, results=results), indent=2) + "\n")
+    os.replace(tmp, out / "reference.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
