@@ -1,0 +1,679 @@
+"""Per-board explanation report: `python -m explain.report --model tfc-w1a1 --board ulx3s|all`.
+
+Explains the BNN (the bit-exact reference built from build/<M>/streamlined.onnx, per seed where
+present) and its full-precision twin on a fixed class-balanced test subset with every method,
+scores the maps, restates the three BNN-saliency findings as numbers with a verdict, and writes
+build/<M>/<B>/report/index.html (one self-contained page) and report.json.
+"""
+import argparse
+import base64
+import html
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from explain import metrics as X
+from explain.finallayer import class_subsets
+from explain.methods import METHODS, SIGN, ExplainError, NotApplicable, attribute, occlusion_inputs, occlusion_map
+
+ROOT = Path(__file__).resolve().parent.parent
+KINDS = ("bnn", "fp")
+
+
+class ReportError(ValueError):
+    pass
+
+
+# --- where models and data come from (tests substitute stand-ins) -------------------------------
+
+class Sources:
+    def __init__(self, root=None, dataset="mnist"):
+        self.root = Path(root) if root else ROOT / "build"
+        self.dataset = dataset
+
+    def seeds(self, name):
+        from model import zoo
+        return zoo.seeds(name, self.root)
+
+    def load_trained(self, name, seed):
+        from model import zoo
+        return zoo.load_trained(name, seed, self.root)
+
+    def load_reference(self, name, seed):
+        """(module, how) or (None, reason)."""
+        from model import zoo
+        path = zoo.model_dir(name, seed, self.root) / "streamlined.onnx"
+        if not path.is_file():
+            return None, f"{path.relative_to(self.root.parent) if path.is_relative_to(self.root.parent) else path} missing (run `make export MODEL={name}`)"
+        try:
+            import model.reference as R
+        except ImportError as e:
+            return None, f"model.reference not importable ({e})"
+        for how in ("load", "from_onnx"):
+            fn = getattr(R, how, None) or getattr(getattr(R, "Reference", None), how, None)
+            if fn is not None:
+                return fn(path).eval(), f"reference ({how})"
+        return R.Reference(path).eval(), "reference"
+
+    def eval_data(self, name, n, seed=0):
+        """A fixed class-balanced subset of the test split: (x float NCHW, labels, uint8 NHWC)."""
+        from model import data as D
+        from model.train import model_inputs
+        images, labels = D.load_split(self.dataset, "test")
+        idx = balanced_indices(labels, n, seed)
+        imgs = images[idx]
+        x = model_inputs(name, imgs)
+        size = x.shape[-1]
+        if imgs.shape[1] != size:
+            imgs = D.pad_images(imgs, size)
+        return x, torch.as_tensor(labels[idx]), imgs
+
+    def train_accuracy(self, name, seed):
+        from model import zoo
+        p = zoo.model_dir(name, seed, self.root) / "train.json"
+        try:
+            return json.loads(p.read_text()).get("test_accuracy")
+        except (OSError, ValueError):
+            return None
+
+
+def balanced_indices(labels, n, seed=0):
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    per = max(1, n // len(classes))
+    rng = np.random.default_rng(seed)
+    idx = [np.sort(rng.permutation(np.where(labels == c)[0])[:per]) for c in classes]
+    return np.stack(idx, 1).ravel() if len({len(i) for i in idx}) == 1 else np.concatenate(idx)
+
+
+# --- computation (board independent) --------------------------------------------------------
+
+@torch.no_grad()
+def _accuracy(net, x, y):
+    return float((net(x).argmax(1) == y).float().mean())
+
+
+def _final_layer_data(net, x):
+    if hasattr(net, "final_layer_inputs"):
+        d = net.final_layer_inputs(x)
+        return d["features"], d["weight"], d["bias"], d.get("rank_scores")
+    if hasattr(net, "plan") and hasattr(net, "stages") and hasattr(net, "out_scale"):
+        return _reference_final_layer(net, x)
+    if not all(hasattr(net, k) for k in ("penultimate", "head")):
+        raise NotApplicable("model exposes neither final_layer_inputs() nor penultimate()/head")
+    pre = {}
+    acts = net.activation_modules() if hasattr(net, "activation_modules") else []
+    h = acts[-1].register_forward_hook(lambda m, i, o: pre.__setitem__("x", i[0].detach())) if acts else None
+    with torch.no_grad():
+        feats = net.penultimate(x).detach()
+    if h:
+        h.remove()
+    head = net.head
+    w = head.quant_weight().value if hasattr(head, "quant_weight") else head.weight
+    w = w.detach().double()
+    b = head.bias.detach().double() if getattr(head, "bias", None) is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+    sb = getattr(net, "scale_bias", None)
+    if isinstance(sb, torch.nn.modules.batchnorm._BatchNorm):  # per-class scale/bias: fold it
+        s = (sb.weight / torch.sqrt(sb.running_var + sb.eps)).detach().double()
+        w, b = w * s[:, None], (b - sb.running_mean.double()) * s + sb.bias.detach().double()
+    # binary features tie: rank by the pre-sign value instead (PAPERS.md pitfall)
+    rank = pre.get("x") if feats.unique().numel() <= 3 else None
+    return feats.numpy(), w.numpy(), b.numpy(), None if rank is None else rank.numpy()
+
+
+def _reference_final_layer(ref, x):
+    """model.reference.Reference: features = the last activation's output, rank scores = its
+    accumulator input (every channel compares acc >= T), final layer = last linear stage
+    (acc = coef . v + const) followed by the per-class scale and bias."""
+    kinds = [(k, a) for k, a, _ in ref.plan]
+    last_lin = max(a for k, a in kinds if k == "linear")
+    last_act = max(a for k, a in kinds if k == "act")
+    got = {}
+    h = ref.stages[last_act].register_forward_hook(lambda m, i, o: got.update(acc=i[0].detach(), v=o.detach()))
+    with torch.no_grad():
+        ref(x)
+    h.remove()
+    st = ref.stages[last_lin]
+    coef, const = st.coef.double().flatten(1), st.const.double().reshape(-1)
+    s, b = ref.out_scale.double().reshape(-1), ref.out_bias.double().reshape(-1)
+    feats = got["v"].flatten(1).double()
+    return feats.numpy(), (coef * s[:, None]).numpy(), (const * s + b).numpy(), got["acc"].flatten(1).numpy()
+
+
+def compute(model, sources, n_images=100, methods=None, options=None, sanity_images=20,
+            final_images=None, progress=True, faithfulness_steps=28):
+    """Everything the page shows, for model M (a BNN) and its twin."""
+    from model import zoo
+    methods = list(methods or METHODS)
+    options = options or {}
+    twin = zoo.twin_of(model)
+    t0 = time.time()
+    res = dict(model=model, twin=twin, n_images=n_images, methods=methods, sign=SIGN, options=options,
+               skipped={}, models={}, accuracy={}, ig_delta={}, lrp_delta={})
+    x, y, imgs = sources.eval_data(model, n_images)
+    res["labels"] = y.tolist()
+    nets = {}
+    for kind, name in (("bnn", model), ("fp", twin)):
+        seeds = sources.seeds(name)
+        if not seeds:
+            raise ReportError(f"no trained seeds of {name} (run `make train MODEL={name}`)")
+        nets[kind] = {}
+        for s in seeds:
+            net, how = (None, None)
+            if kind == "bnn":
+                net, how = sources.load_reference(name, s)
+                if net is None:
+                    res.setdefault("notes", []).append(f"{name} seed {s}: bit-exact reference unavailable ({how}); explained the Brevitas model")
+                    how = "brevitas"
+            if net is None:
+                net = sources.load_trained(name, s).eval()
+                how = how or "torch"
+            nets[kind][s] = net
+            res["models"].setdefault(kind, {})[str(s)] = how
+            res["accuracy"].setdefault(kind, {})[str(s)] = dict(eval_subset=_accuracy(net, x, y),
+                                                               test=sources.train_accuracy(name, s))
+    maps = {k: {} for k in KINDS}
+    jobs = [(k, s, m) for k in KINDS for s in nets[k] for m in methods + (["lrp_raw"] if "lrp" in methods else [])]
+    for kind, s, m in tqdm(jobs, desc="attributions", disable=not progress, file=sys.stderr):
+        meth, kw = (m, dict(options.get(m, {})))
+        if m == "lrp_raw":
+            meth, kw = "lrp", dict(options.get("lrp", {}), canonized=False)
+        if res["skipped"].get(kind, {}).get(meth):
+            continue
+        try:
+            out, info = attribute(meth, nets[kind][s], x, y, return_info=True, **kw)
+        except NotApplicable as e:
+            res["skipped"].setdefault(kind, {})[meth] = str(e)
+            continue
+        maps[kind].setdefault(s, {})[m] = out.numpy()
+        if "delta" in info:
+            key = "ig_delta" if meth == "integrated_gradients" else "lrp_delta"
+            res[key].setdefault(kind, {}).setdefault(m, {})[str(s)] = float(info["delta"].abs().mean())
+    res["maps"] = maps
+    done = [m for m in methods + ["lrp_raw"] if all(m in maps[k].get(s, {}) for k in KINDS for s in nets[k])]
+    res["compared"] = done
+    res["metrics"] = _metrics(res, nets, maps, done, x, y, progress, faithfulness_steps)
+    res["sanity"] = _sanity(nets, x[:sanity_images], y[:sanity_images], options, progress)
+    res["final_layer"] = _final_layer(nets, sources, model, final_images or n_images, x, y)
+    res["_x"], res["_x_np"], res["_imgs"], res["_nets"] = x, x.numpy(), imgs, nets
+    res["findings"] = _findings(res)
+    res["seconds"] = round(time.time() - t0, 1)
+    return res
+
+
+def _ci_dict(per_seed, per_image):
+    m, lo, hi = X.mean_ci(per_seed)
+    _, blo, bhi = X.bootstrap_ci(per_image)
+    return dict(mean=m, ci_seeds=[lo, hi], ci_bootstrap=[blo, bhi], per_seed=[float(v) for v in per_seed])
+
+
+def _metrics(res, nets, maps, methods, x, y, progress, steps=28):
+    out = dict(noise={}, faithfulness={}, similarity={}, tests={})
+    first = {k: min(nets[k]) for k in KINDS}
+    sobel = X.sobel_maps(x)
+    per_image_store = {}
+    for m in tqdm(methods, desc="metrics", disable=not progress, file=sys.stderr):
+        for kind in KINDS:
+            seeds = sorted(nets[kind])
+            tv = np.stack([X.total_variation(maps[kind][s][m]) for s in seeds])
+            hf = np.stack([X.high_frequency_energy(maps[kind][s][m]) for s in seeds])
+            de = np.stack([X.deletion_auc(nets[kind][s], x, maps[kind][s][m], y, steps=steps) for s in seeds])
+            ins = np.stack([X.insertion_auc(nets[kind][s], x, maps[kind][s][m], y, steps=steps) for s in seeds])
+            for name, v in (("total_variation", tv), ("high_frequency_energy", hf)):
+                out["noise"].setdefault(m, {}).setdefault(kind, {})[name] = _ci_dict(v.mean(1), v.mean(0))
+            for name, v in (("deletion_auc", de), ("insertion_auc", ins)):
+                out["faithfulness"].setdefault(m, {}).setdefault(kind, {})[name] = _ci_dict(v.mean(1), v.mean(0))
+            per_image_store[(m, kind)] = dict(total_variation=tv.mean(0), high_frequency_energy=hf.mean(0),
+                                              deletion_auc=de.mean(0), insertion_auc=ins.mean(0))
+        sims = {}
+        for sname, fn in X.SIMILARITIES.items():
+            pairs = [(s, s) for s in sorted(nets["bnn"]) if s in nets["fp"]] or [(first["bnn"], first["fp"])]
+            cross = np.stack([fn(maps["bnn"][a][m], maps["fp"][b][m]) for a, b in pairs])
+            entry = dict(bnn_vs_fp=_ci_dict(cross.mean(1), cross.mean(0)))
+            for kind in KINDS:
+                ss = sorted(nets[kind])
+                within = [fn(maps[kind][a][m], maps[kind][b][m]) for i, a in enumerate(ss) for b in ss[i + 1:]]
+                entry[f"{kind}_seed_to_seed"] = _ci_dict([w.mean() for w in within], np.mean(within, 0)) if within else None
+                sob = np.stack([fn(maps[kind][s][m], sobel) for s in ss])
+                entry[f"{kind}_vs_sobel"] = _ci_dict(sob.mean(1), sob.mean(0))
+            floor = np.stack([fn(maps["bnn"][a][m], X.permuted_maps(maps["fp"][b][m], seed=a)) for a, b in pairs])
+            entry["floor_permuted"] = _ci_dict(floor.mean(1), floor.mean(0))
+            sims[sname] = entry
+        out["similarity"][m] = sims
+    if "lrp" in methods and "lrp_raw" in methods:
+        out["lrp_canonization"] = {kind: dict(
+            spearman_before_vs_after=float(np.mean([X.spearman(maps[kind][s]["lrp_raw"], maps[kind][s]["lrp"]).mean() for s in nets[kind]])),
+            deletion_auc_before=out["faithfulness"]["lrp_raw"][kind]["deletion_auc"]["mean"],
+            deletion_auc_after=out["faithfulness"]["lrp"][kind]["deletion_auc"]["mean"],
+            insertion_auc_before=out["faithfulness"]["lrp_raw"][kind]["insertion_auc"]["mean"],
+            insertion_auc_after=out["faithfulness"]["lrp"][kind]["insertion_auc"]["mean"]) for kind in KINDS}
+    # paired BNN vs FP per image (seed-averaged), Holm-corrected over every test on the page
+    keys, ps = [], []
+    for m in methods:
+        for metric in ("total_variation", "high_frequency_energy", "deletion_auc", "insertion_auc"):
+            p, eff = X.wilcoxon(per_image_store[(m, "bnn")][metric], per_image_store[(m, "fp")][metric])
+            keys.append((m, metric, eff))
+            ps.append(p)
+    for (m, metric, eff), p, padj in zip(keys, ps, X.holm(ps) if ps else []):
+        out["tests"].setdefault(m, {})[metric] = dict(p=p, p_holm=float(padj), effect_bnn_gt_fp=eff)
+    return out
+
+
+def _sanity(nets, x, y, options, progress):
+    out = {}
+    for kind in KINDS:
+        net = nets[kind][min(nets[kind])]
+        out[kind] = {}
+        for m in ("gradient", "integrated_gradients"):
+            fn = lambda mdl, xx, tt, m=m: attribute(m, mdl, xx, tt, **options.get(m, {}))
+            try:
+                out[kind][m] = X.cascading_randomisation(net, x, y, fn, progress=False)
+            except (NotApplicable, ExplainError, X.MetricError) as e:
+                out[kind][m] = str(e)
+            for row in out[kind][m] if isinstance(out[kind][m], list) else []:
+                row.pop("per_image", None)
+    return out
+
+
+def _final_layer(nets, sources, model, n, x, y):
+    out = {}
+    if n != len(x):
+        x, y, _ = sources.eval_data(model, n, seed=1)
+    for kind in KINDS:
+        rows = []
+        for s in sorted(nets[kind]):
+            try:
+                feats, w, b, rank = _final_layer_data(nets[kind][s], x)
+            except NotApplicable as e:
+                rows.append(dict(seed=s, skipped=str(e)))
+                continue
+            r = class_subsets(feats, w, b, y.numpy(), rank_scores=rank)
+            r.pop("subsets")
+            rows.append(dict(r, seed=s, ranked_by="pre-sign value" if rank is not None else "weight x activation"))
+        ok = [r for r in rows if "skipped" not in r]
+        out[kind] = dict(per_seed=rows, mean_subset_fraction=X.mean_ci([r["mean_subset_fraction"] for r in ok]) if ok else None,
+                         restricted_accuracy=X.mean_ci([r["restricted_accuracy"] for r in ok]) if ok else None)
+    return out
+
+
+def _findings(res):
+    met, skipped = res["metrics"], res["skipped"]
+    f = {}
+
+    def norm_sim(m, name="spearman"):
+        e = met["similarity"][m][name]
+        ceil = e["fp_seed_to_seed"]
+        fl = e["floor_permuted"]["mean"]
+        cross = e["bnn_vs_fp"]
+        rel = None if ceil is None or ceil["mean"] - fl <= 0 else (cross["mean"] - fl) / (ceil["mean"] - fl)
+        return cross, ceil, fl, rel
+
+    if "gradient" in met["similarity"]:
+        cross, ceil, fl, rel = norm_sim("gradient")
+        above = cross["ci_bootstrap"][0] > fl
+        verdict = ("supported" if above and rel is not None and rel >= 0.5 else
+                   "not supported" if not above or (rel is not None and rel < 0.5) else "undetermined (one FP seed: no ceiling)")
+        f["gradient_similar"] = dict(claim="Gradient maps are similar for BNN and FPNN",
+                                     spearman_bnn_vs_fp=cross["mean"], ci=cross["ci_bootstrap"],
+                                     ceiling_fp_seed_to_seed=None if ceil is None else ceil["mean"], floor=fl,
+                                     relative_to_ceiling=rel, verdict=verdict,
+                                     rule="supported if BNN-vs-FP Spearman CI is above the permuted floor and "
+                                          "(BNN-FP - floor) / (FP seed-to-seed - floor) >= 0.5")
+    if "smoothgrad" in met["noise"]:
+        n, t = met["noise"]["smoothgrad"], met["tests"]["smoothgrad"]
+        g = met["noise"].get("gradient")
+        noisier = all(t[k]["p_holm"] < 0.05 and t[k]["effect_bnn_gt_fp"] > 0 for k in ("total_variation", "high_frequency_energy"))
+        f["smoothgrad_noisier"] = dict(
+            claim="SmoothGrad maps are noisier for BNNs",
+            total_variation=dict(bnn=n["bnn"]["total_variation"]["mean"], fp=n["fp"]["total_variation"]["mean"], **t["total_variation"]),
+            high_frequency_energy=dict(bnn=n["bnn"]["high_frequency_energy"]["mean"], fp=n["fp"]["high_frequency_energy"]["mean"], **t["high_frequency_energy"]),
+            gradient_tv_ratio_bnn_over_fp=None if g is None else g["bnn"]["total_variation"]["mean"] / max(g["fp"]["total_variation"]["mean"], 1e-12),
+            smoothgrad_tv_ratio_bnn_over_fp=n["bnn"]["total_variation"]["mean"] / max(n["fp"]["total_variation"]["mean"], 1e-12),
+            verdict="supported" if noisier else "not supported",
+            rule="supported if BNN > FP in both total variation and high-frequency energy (paired Wilcoxon, Holm p < 0.05)")
+    reason = skipped.get("bnn", {}).get("gradcam") or skipped.get("fp", {}).get("gradcam")
+    if reason:
+        f["gradcam_differs"] = dict(claim="GradCAM differs for BNNs, some maps nonsensical", verdict="not applicable", reason=reason)
+    elif "gradcam" in met["similarity"]:
+        cross, ceil, fl, rel = norm_sim("gradcam")
+        bad = {k: float(np.mean([_nonsensical(res["maps"][k][s]["gradcam"], res.get("_x_np")) for s in res["maps"][k]])) for k in KINDS}
+        differs = (rel is not None and rel < 0.5) or bad["bnn"] > bad["fp"]
+        f["gradcam_differs"] = dict(claim="GradCAM differs for BNNs, some maps nonsensical",
+                                    spearman_bnn_vs_fp=cross["mean"], ci=cross["ci_bootstrap"],
+                                    ceiling_fp_seed_to_seed=None if ceil is None else ceil["mean"], floor=fl,
+                                    relative_to_ceiling=rel, nonsensical_share=bad,
+                                    verdict="supported" if differs else "not supported",
+                                    rule="supported if (BNN-FP - floor)/(ceiling - floor) < 0.5 or the BNN has a larger share "
+                                         "of nonsensical maps (all zero, or < 50 % of the top-10 % pixels on the digit)")
+    return f
+
+
+def _nonsensical(maps, x=None):
+    """Share of maps that are empty or mostly off the object (object = non-zero input pixels,
+    dilated by 2 px; without inputs only empty maps count)."""
+    from scipy.ndimage import binary_dilation
+    maps = np.asarray(maps)
+    bad = []
+    for i, mp in enumerate(maps):
+        if not np.any(mp > 0):
+            bad.append(1.0)
+            continue
+        if x is None:
+            bad.append(0.0)
+            continue
+        obj = binary_dilation(x[i].mean(0) > 0, iterations=2)
+        k = max(1, int(0.1 * mp.size))
+        top = np.argsort(-mp.ravel())[:k]
+        bad.append(float(obj.ravel()[top].mean() < 0.5))
+    return float(np.mean(bad))
+
+
+# --- hardware facts -----------------------------------------------------------------------------
+
+HW_FILES = {"resources": ("resources.json", "make bitstream MODEL={m} BOARD={b}"),
+            "sim": ("sim.json", "make sim MODEL={m} BOARD={b}"),
+            "estimates": ("hw/estimates.json", "make bitstream MODEL={m} BOARD={b}")}
+
+
+def hardware_facts(model, board, root):
+    out = {}
+    for key, (rel, cmd) in HW_FILES.items():
+        p = Path(root) / model / board / rel
+        if p.is_file():
+            try:
+                out[key] = dict(status="ok", path=str(p), data=json.loads(p.read_text()))
+            except ValueError as e:
+                out[key] = dict(status="unreadable", path=str(p), reason=f"not JSON ({e})")
+        else:
+            out[key] = dict(status="not run", command=cmd.format(m=model, b=board))
+    return out
+
+
+def hardware_occlusion(res, model, board, patch, stride):
+    """Compare the reference's occlusion map with the one rebuilt from the simulated hardware."""
+    try:
+        from sim.occlusion import run
+    except ImportError:
+        return None, "sim.occlusion.run is not available yet (hardware side)"
+    net = res["_nets"]["bnn"][min(res["_nets"]["bnn"])]
+    imgs = res["_imgs"][:10]
+    y = torch.as_tensor(res["labels"][:10])
+    try:
+        hw = run(model=model, board=board, images=occlusion_inputs(imgs, patch, stride, layout="NHWC"),
+                 base_images=imgs)
+    except Exception as e:  # the simulator may be missing tools; the page says why
+        return None, f"sim.occlusion.run failed: {type(e).__name__}: {e}"
+    if isinstance(hw, dict) and "equal" in hw:
+        return bool(hw["equal"]), hw.get("reason", "reported by sim.occlusion.run")
+    base, occ = hw
+    h, w = imgs.shape[1:3]
+    hw_map = occlusion_map(base, occ, y, h, w, patch, stride, channels=imgs.shape[3])
+    ref = attribute("occlusion", net, res["_x"][:10], y, patch=patch, stride=stride)
+    return bool(torch.allclose(hw_map, ref, atol=1e-4)), "map rebuilt from simulated outputs vs reference occlusion map"
+
+
+# --- page ------------------------------------------------------------------------------------------
+
+def _png(fig):
+    import matplotlib.pyplot as plt
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _figures(res):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figs = {}
+    acc = res["accuracy"]
+    fig, ax = plt.subplots(figsize=(5, 2.6))
+    for i, kind in enumerate(KINDS):
+        vals = [v["eval_subset"] for v in acc[kind].values()]
+        ax.bar(np.arange(len(vals)) + i * (len(vals) + 1), vals, label=f"{kind} ({res['model'] if kind == 'bnn' else res['twin']})")
+    ax.set_ylabel("accuracy (eval subset)")
+    ax.set_xticks([])
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    ax.set_title("per seed")
+    figs["accuracy"] = _png(fig)
+    x = res["_x"].numpy()
+    labels = np.asarray(res["labels"])
+    cols = [int(np.where(labels == c)[0][0]) for c in np.unique(labels)]
+    def mosaic(tiles, signed):
+        # one imshow per row: 30 small axes per figure made savefig the slowest part of a report
+        out = []
+        for t in tiles:
+            v = np.abs(t).max() or 1.0
+            out += [t / v, np.full((t.shape[0], 1), np.nan)]
+        return np.concatenate(out[:-1], 1)
+
+    for m in res["compared"]:
+        signed = SIGN.get(m.replace("_raw", ""), "signed") == "signed"
+        fig, axes = plt.subplots(3, 1, figsize=(0.8 * len(cols), 2.8))
+        axes[0].imshow(mosaic([x[i].mean(0) for i in cols], False), cmap="gray", vmin=0, vmax=1)
+        for r, kind in enumerate(KINDS, 1):
+            tiles = [res["maps"][kind][min(res["maps"][kind])][m][i] for i in cols]
+            axes[r].imshow(mosaic(tiles, signed), cmap="bwr" if signed else "inferno",
+                           vmin=-1 if signed else 0, vmax=1)
+        for a, name in zip(axes, ["image", "BNN", "FPNN"]):
+            a.set_xticks([])
+            a.set_yticks([])
+            a.set_ylabel(name, fontsize=7)
+        axes[0].set_title(f"{m}  (top: images of classes {', '.join(str(labels[i]) for i in cols)})", fontsize=8)
+        figs[f"gallery_{m}"] = _png(fig)
+    noise = res["metrics"]["noise"]
+    if noise:
+        fig, axes = plt.subplots(1, 2, figsize=(8, 2.6))
+        ms = list(noise)
+        for ax, metric in zip(axes, ("total_variation", "high_frequency_energy")):
+            for k, kind in enumerate(KINDS):
+                e = [noise[m][kind][metric] for m in ms]
+                mean = np.array([d["mean"] for d in e])
+                lo = np.array([d["ci_bootstrap"][0] for d in e])
+                hi = np.array([d["ci_bootstrap"][1] for d in e])
+                ax.bar(np.arange(len(ms)) + 0.4 * k, mean, 0.4, yerr=[mean - lo, hi - mean], label=kind.upper())
+            ax.set_xticks(np.arange(len(ms)) + 0.2, ms, rotation=60, fontsize=7)
+            ax.set_title(metric.replace("_", " "), fontsize=8)
+            ax.legend(fontsize=7)
+        figs["noise"] = _png(fig)
+    san = res["sanity"]
+    fig, ax = plt.subplots(figsize=(5, 2.6))
+    for kind in KINDS:
+        for m, rows in san[kind].items():
+            if isinstance(rows, list):
+                ax.plot([r["similarity"] for r in rows], marker="o", label=f"{kind.upper()} {m}")
+    ax.set_xlabel("layers randomised (from the top)")
+    ax.set_ylabel("Spearman to original")
+    ax.legend(fontsize=7)
+    figs["sanity"] = _png(fig)
+    return figs
+
+
+def _fmt(v, nd=3):
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return "nan" if not np.isfinite(v) else f"{v:.{nd}g}" if abs(v) < 1e-3 and v != 0 else f"{v:.{nd}f}"
+    return html.escape(str(v))
+
+
+def _ci(d):
+    if d is None:
+        return "—"
+    return f"{_fmt(d['mean'])} <small>[{_fmt(d['ci_bootstrap'][0])}, {_fmt(d['ci_bootstrap'][1])}]</small>"
+
+
+def _flat(d, prefix=""):
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += _flat(v, f"{prefix}{k}.")
+        elif isinstance(v, (int, float, str, bool)) or v is None:
+            out.append((prefix + k, v))
+    return out
+
+
+def render_html(res, board, hw, hw_equal, hw_reason, figs):
+    e = html.escape
+    P = []
+    P.append(f"<!doctype html><html><head><meta charset='utf-8'><title>BitLens {e(res['model'])} on {e(board)}</title>"
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}table{border-collapse:collapse;margin:.5em 0}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}th{background:#eee}.ok{color:#070}.no{color:#a00}"
+             "small{color:#666}img{max-width:100%}</style></head><body>")
+    P.append(f"<h1>BitLens report: {e(res['model'])} vs {e(res['twin'])} on {e(board)}</h1>")
+    P.append(f"<p>{res['n_images']} class-balanced test images; seeds BNN {len(res['models']['bnn'])}, FPNN {len(res['models']['fp'])}. "
+             f"BNN explained as: {e(', '.join(sorted(set(res['models']['bnn'].values()))))}. Gradients of the BNN are the "
+             "straight-through surrogate (sign → identity where |pre-activation| ≤ 1). Intervals: [bootstrap 95 % over images]; "
+             "t-intervals over seeds are in report.json.</p>")
+    for n in res.get("notes", []):
+        P.append(f"<p><b>note:</b> {e(n)}</p>")
+    P.append("<h2>Accuracy</h2><table><tr><th>model</th><th>seed</th><th>eval subset</th><th>test (train.json)</th></tr>")
+    for kind in KINDS:
+        for s, a in res["accuracy"][kind].items():
+            P.append(f"<tr><td>{e(res['model'] if kind == 'bnn' else res['twin'])}</td><td>{s}</td><td>{_fmt(a['eval_subset'])}</td><td>{_fmt(a['test'])}</td></tr>")
+    P.append(f"</table><img src='data:image/png;base64,{figs['accuracy']}'>")
+    P.append("<h2>Hardware</h2><table><tr><th>source</th><th>field</th><th>value</th></tr>")
+    for key, v in hw.items():
+        if v["status"] == "ok":
+            for k, val in _flat(v["data"])[:40]:
+                P.append(f"<tr><td>{e(key)}</td><td>{e(k)}</td><td>{_fmt(val)}</td></tr>")
+        else:
+            P.append(f"<tr><td>{e(key)}</td><td colspan=2>{e(v['status'])}: <code>{e(v.get('command', v.get('reason', '')))}</code></td></tr>")
+    P.append(f"<tr><td>occlusion</td><td>hardware_occlusion_equal</td><td>{_fmt(hw_equal)} <small>{e(hw_reason)}</small></td></tr></table>")
+    P.append("<h2>Findings (Widdicombe &amp; Julier 2021) as numbers</h2><table><tr><th>claim</th><th>numbers</th><th>verdict</th></tr>")
+    for k, fd in res["findings"].items():
+        nums = {a: b for a, b in _flat(fd) if a not in ("claim", "verdict", "rule")}
+        txt = "<br>".join(f"{e(a)} = {_fmt(b)}" for a, b in nums.items())
+        cls = "ok" if fd["verdict"] == "supported" else "no"
+        P.append(f"<tr><td>{e(fd['claim'])}<br><small>{e(fd.get('rule', ''))}</small></td><td>{txt}</td><td class={cls}>{e(fd['verdict'])}</td></tr>")
+    P.append("</table>")
+    skipped = [(k, m, r) for k, d in res["skipped"].items() for m, r in d.items()]
+    if skipped:
+        P.append("<h3>Skipped methods</h3><ul>" + "".join(f"<li>{e(m)} ({k.upper()}): {e(r)}</li>" for k, m, r in skipped) + "</ul>")
+    P.append("<h2>Maps (seed of each kind with the lowest number)</h2><p>Sign conventions: "
+             + ", ".join(f"{e(m)}: {e(s)}" for m, s in SIGN.items()) + "; lrp_raw = LRP before canonization.</p>")
+    for m in res["compared"]:
+        P.append(f"<img src='data:image/png;base64,{figs['gallery_' + m]}'>")
+    met = res["metrics"]
+    P.append("<h2>Noise</h2>")
+    if "noise" in figs:
+        P.append(f"<img src='data:image/png;base64,{figs['noise']}'>")
+    P.append("<table><tr><th>method</th><th>TV BNN</th><th>TV FPNN</th><th>p (Holm)</th><th>HF BNN</th><th>HF FPNN</th><th>p (Holm)</th></tr>")
+    for m, d in met["noise"].items():
+        t = met["tests"][m]
+        P.append(f"<tr><td>{e(m)}</td><td>{_ci(d['bnn']['total_variation'])}</td><td>{_ci(d['fp']['total_variation'])}</td><td>{_fmt(t['total_variation']['p_holm'])}</td>"
+                 f"<td>{_ci(d['bnn']['high_frequency_energy'])}</td><td>{_ci(d['fp']['high_frequency_energy'])}</td><td>{_fmt(t['high_frequency_energy']['p_holm'])}</td></tr>")
+    P.append("</table><h2>Similarity BNN vs FPNN (Spearman / SSIM / top-10 %) with reference levels</h2>"
+             "<table><tr><th>method</th><th>metric</th><th>BNN vs FPNN</th><th>FPNN seed-to-seed (ceiling)</th><th>BNN seed-to-seed</th><th>permuted (floor)</th><th>BNN vs Sobel</th><th>FPNN vs Sobel</th></tr>")
+    for m, d in met["similarity"].items():
+        for sname, v in d.items():
+            P.append(f"<tr><td>{e(m)}</td><td>{sname}</td><td>{_ci(v['bnn_vs_fp'])}</td><td>{_ci(v['fp_seed_to_seed'])}</td><td>{_ci(v['bnn_seed_to_seed'])}</td>"
+                     f"<td>{_ci(v['floor_permuted'])}</td><td>{_ci(v['bnn_vs_sobel'])}</td><td>{_ci(v['fp_vs_sobel'])}</td></tr>")
+    P.append("</table><h2>Faithfulness (probability of the label)</h2><table><tr><th>method</th><th>deletion AUC BNN ↓</th><th>FPNN ↓</th><th>insertion AUC BNN ↑</th><th>FPNN ↑</th></tr>")
+    for m, d in met["faithfulness"].items():
+        P.append(f"<tr><td>{e(m)}</td><td>{_ci(d['bnn']['deletion_auc'])}</td><td>{_ci(d['fp']['deletion_auc'])}</td><td>{_ci(d['bnn']['insertion_auc'])}</td><td>{_ci(d['fp']['insertion_auc'])}</td></tr>")
+    P.append("</table>")
+    if "lrp_canonization" in met:
+        P.append("<h2>LRP before vs after canonization</h2><table><tr><th>model</th>" + "".join(f"<th>{e(k)}</th>" for k in next(iter(met["lrp_canonization"].values()))) + "</tr>")
+        for kind, d in met["lrp_canonization"].items():
+            P.append(f"<tr><td>{kind.upper()}</td>" + "".join(f"<td>{_fmt(v)}</td>" for v in d.values()) + "</tr>")
+        P.append("</table>")
+    if res["ig_delta"]:
+        P.append("<p>Integrated-gradients completeness |delta| (mean): " + ", ".join(
+            f"{k.upper()} {_fmt(float(np.mean(list(v['integrated_gradients'].values()))))}" for k, v in res["ig_delta"].items()) + "</p>")
+    P.append(f"<h2>Sanity: cascading randomisation</h2><img src='data:image/png;base64,{figs['sanity']}'>")
+    P.append("<h2>Final layer: class-specific feature subsets (90 % of each class's decisions kept)</h2><table><tr><th>model</th><th>seed</th><th>features</th><th>mean subset size</th><th>sizes per class</th><th>full acc.</th><th>restricted acc.</th><th>ranked by</th></tr>")
+    for kind, d in res["final_layer"].items():
+        for r in d["per_seed"]:
+            if "skipped" in r:
+                P.append(f"<tr><td>{kind.upper()}</td><td>{r['seed']}</td><td colspan=6>skipped: {e(r['skipped'])}</td></tr>")
+            else:
+                P.append(f"<tr><td>{kind.upper()}</td><td>{r['seed']}</td><td>{r['features']}</td><td>{_fmt(r['mean_subset_size'])}</td>"
+                         f"<td>{e(' '.join(str(v) for v in r['subset_sizes'].values()))}</td><td>{_fmt(r['full_accuracy'])}</td><td>{_fmt(r['restricted_accuracy'])}</td><td>{e(r['ranked_by'])}</td></tr>")
+    P.append(f"</table><p><small>computed in {res['seconds']} s</small></p></body></html>")
+    return "\n".join(P)
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items() if not str(k).startswith("_") and k != "maps"}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (np.floating, float)):
+        return float(o) if np.isfinite(o) else None
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    return o
+
+
+def _atomic_write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_report(res, board, root):
+    """Write build/<M>/<B>/report/{index.html, report.json}; returns the folder."""
+    out = Path(root) / res["model"] / board / "report"
+    hw = hardware_facts(res["model"], board, root)
+    occ = dict(METHODS["occlusion"], **res["options"].get("occlusion", {}))
+    hw_equal, hw_reason = hardware_occlusion(res, res["model"], board, occ["patch"], occ["stride"])
+    figs = _figures(res)
+    doc = _jsonable(dict(res, board=board, hardware=dict(hw, hardware_occlusion_equal=hw_equal,
+                                                         hardware_occlusion_reason=hw_reason)))
+    doc["hardware_occlusion_equal"] = hw_equal
+    doc["methods"] = res["methods"]
+    _atomic_write(out / "report.json", json.dumps(doc, indent=1) + "\n")
+    _atomic_write(out / "index.html", render_html(res, board, hw, hw_equal, hw_reason, figs))
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="tfc-w1a1")
+    p.add_argument("--board", default="ulx3s", help="a board of hw.boards or 'all'")
+    p.add_argument("--images", type=int, default=100)
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--neuromask-steps", type=int, default=METHODS["neuromask"]["steps"])
+    p.add_argument("--smoothgrad-samples", type=int, default=METHODS["smoothgrad"]["samples"])
+    p.add_argument("--final-images", type=int, default=1000)
+    p.add_argument("--root", default=None, help="build folder (default ./build)")
+    a = p.parse_args(argv)
+    try:
+        from hw.boards import BOARDS
+        from model import zoo
+        zoo.parse_name(a.model)
+        if zoo.parse_name(a.model)[1] == "fp":
+            raise ReportError(f"--model takes the BNN ({zoo.twin_of(a.model)}); its twin {a.model} is explained alongside")
+        boards = list(BOARDS) if a.board == "all" else [a.board.lower()]
+        for b in boards:
+            if b not in BOARDS:
+                raise ReportError(f"unknown board '{b}'; known: {', '.join(BOARDS)}, all")
+        methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+        for m in methods:
+            if m not in METHODS:
+                raise ReportError(f"unknown method '{m}'; known: {', '.join(METHODS)}")
+        sources = Sources(a.root)
+        opts = {"neuromask": dict(steps=a.neuromask_steps), "smoothgrad": dict(samples=a.smoothgrad_samples)}
+        res = compute(a.model, sources, a.images, methods, opts, final_images=a.final_images)
+        for b in boards:
+            out = write_report(res, b, sources.root)
+            print(f"{a.model} on {b}: {out / 'index.html'}")
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from explain import report as R
+
+torch.set_num_threads(1)
+SIZE = 12
+
+
+class SignSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, guided):
+        ctx.save_for_backward(x)
+        ctx.guided = guided
+        return torch.where(x >= 0, 1.0, -1.0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        g = g * (x.abs() <= 1)
+        return (g.clamp(min=0) if ctx.guided else g), None
+
+
+class Act(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.guided = False
+
+    def forward(self, x):
+        return SignSTE.apply(x, self.guided)
+
+
+class Sign(nn.Module):
+    # captum's LRP hooks the output tensor: it must be attached to the graph (straight-through)
+    def forward(self, x):
+        return x + (torch.where(x >= 0, 1.0, -1.0) - x).detach()
+
+
+class Tiny(nn.Module):
+    """Stand-in with the interface of model.zoo (fp) and model.reference.Reference (bnn)."""
+
+    def __init__(self, binary, conv, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.binary, self.conv = binary, conv
+        act = Act if binary else nn.ReLU
+        if conv:
+            self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), act())
+            width = 4 * SIZE * SIZE
+        else:
+            self.features = nn.Sequential()
+            width = SIZE * SIZE
+        self.classifier = nn.Sequential(nn.Linear(width, 16), nn.BatchNorm1d(16), act())
+        self.head = nn.Linear(16, 10, bias=False)
+        self.scale_bias = nn.BatchNorm1d(10)
+        for bn in (m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 1.5)
+        if binary:
+            with torch.no_grad():
+                for m in self.modules():
+                    if isinstance(m, (nn.Linear, nn.Conv2d)):
+                        m.weight.copy_(m.weight.sign())
+        self.gradcam_layer = self.features[2] if conv else None
+        self.eval()
+
+    def penultimate(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+    def forward(self, x):
+        return self.scale_bias(self.head(self.penultimate(x)))
+
+    def activation_modules(self):
+        return [m for m in self.modules() if isinstance(m, (Act, nn.ReLU))]
+
+    def set_guided(self, on):
+        for m in self.activation_modules():
+            m.guided = on
+
+    def float_twin(self, canonized=True):
+        twin = copy.deepcopy(self)
+        for parent in list(twin.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, Act):
+                    setattr(parent, name, Sign())
+        if "gradcam_layer" in twin._modules:
+            del twin._modules["gradcam_layer"]
+        if canonized:
+            from explain.methods import canonize
+            twin = canonize(twin)
+        return twin.eval()
+
+
+class StandIns(R.Sources):
+    def __init__(self, root, conv, reference=True):
+        super().__init__(root)
+        self.conv, self.reference = conv, reference
+
+    def seeds(self, name):
+        return [0, 1]
+
+    def load_trained(self, name, seed):
+        return Tiny(not name.endswith("-fp"), self.conv, 10 + seed + (100 if name.endswith("-fp") else 0))
+
+    def load_reference(self, name, seed):
+        if not self.reference:
+            return None, "streamlined.onnx missing"
+        return Tiny(True, self.conv, 10 + seed), "reference (stand-in)"
+
+    def eval_data(self, name, n, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.zeros(n, 1, SIZE, SIZE)
+        x[:, :, 3:9, 3:9] = torch.randint(0, 256, (n, 1, 6, 6), generator=g).float() / 256
+        y = torch.arange(n) % 10
+        imgs = (x * 256).byte().permute(0, 2, 3, 1).numpy()
+        return x, y, imgs
+
+    def train_accuracy(self, name, seed):
+        return None
+
+
+OPTS = {"neuromask": dict(steps=20), "smoothgrad": dict(samples=4), "integrated_gradients": dict(steps=8)}
+
+
+def test_report_end_to_end_on_stand_ins(tmp_path):
+    (tmp_path / "tfc-w1a1" / "ulx3s").mkdir(parents=True)
+    (tmp_path / "tfc-w1a1" / "ulx3s" / "resources.json").write_text(json.dumps({"lut": 1234, "fmax_mhz": 61.5}))
+    res = R.compute("tfc-w1a1", StandIns(tmp_path, conv=True), n_images=20, options=OPTS, sanity_images=6, progress=False,
+                    faithfulness_steps=6)
+    out = R.write_report(res, "ulx3s", tmp_path)
+    doc = json.loads((out / "report.json").read_text())
+    page = (out / "index.html").read_text()
+    assert set(doc["methods"]) == {"gradient", "smoothgrad", "gradcam", "integrated_gradients", "guided_backprop",
+                                   "occlusion", "lrp", "neuromask"}
+    assert doc["hardware_occlusion_equal"] is None and "sim.occlusion" in doc["hardware"]["hardware_occlusion_reason"]
+    assert doc["hardware"]["resources"]["data"]["lut"] == 1234
+    assert doc["hardware"]["sim"]["status"] == "not run" and "make sim" in doc["hardware"]["sim"]["command"]
+    assert set(doc["compared"]) == set(doc["methods"]) | {"lrp_raw"}
+    for m in doc["methods"]:
+        assert m in doc["metrics"]["similarity"] and m in doc["metrics"]["noise"]
+        s = doc["metrics"]["similarity"][m]["spearman"]
+        assert s["fp_seed_to_seed"] is not None and -1 <= s["bnn_vs_fp"]["mean"] <= 1
+    assert doc["metrics"]["tests"]["smoothgrad"]["total_variation"]["p_holm"] <= 1
+    assert set(doc["findings"]) == {"gradient_similar", "smoothgrad_noisier", "gradcam_differs"}
+    assert all(f["verdict"] in ("supported", "not supported", "undetermined (one FP seed: no ceiling)")
+               for f in doc["findings"].values())
+    assert doc["sanity"]["fp"]["gradient"][0]["similarity"] == pytest.approx(1.0)
+    assert doc["final_layer"]["bnn"]["per_seed"][0]["ranked_by"] == "pre-sign value"
+    assert "lrp_canonization" in doc["metrics"]
+    assert page.count("data:image/png;base64,") >= 1 + 9 + 2  # accuracy, galleries, noise, sanity
+    assert "GradCAM differs" in page and "not run" in page and "<script" not in page
+    assert not list(out.glob("*.tmp"))
+
+
+def test_report_lists_skipped_gradcam_on_mlp_and_falls_back_without_reference(tmp_path):
+    res = R.compute("tfc-w1a1", StandIns(tmp_path, conv=False, reference=False), n_images=10,
+                    methods=["gradient", "gradcam", "smoothgrad"], options=OPTS, sanity_images=4, progress=False)
+    out = R.write_report(res, "icebreaker", tmp_path)
+    doc = json.loads((out / "report.json").read_text())
+    assert "MLP" in doc["skipped"]["bnn"]["gradcam"]
+    assert doc["findings"]["gradcam_differs"]["verdict"] == "not applicable"
+    assert doc["models"]["bnn"]["0"] == "brevitas" and any("reference unavailable" in n for n in doc["notes"])
+    assert "gradcam" in (out / "index.html").read_text()
+
+
+def test_cli_rejects_bad_arguments(capsys):
+    assert R.main(["--model", "tfc-w1a1", "--board", "nosuch"]) == 1
+    assert "unknown board" in capsys.readouterr().err
+    assert R.main(["--model", "tfc-fp"]) == 1
+    assert "BNN" in capsys.readouterr().err
+    assert R.main(["--model", "tfc-w1a1", "--methods", "gradient,magic"]) == 1
+    assert "unknown method" in capsys.readouterr().err
