@@ -4,14 +4,17 @@ MODEL   ?= tfc-w1a1
 BOARD   ?= ulx3s
 IMAGES  ?= 1000
 DATASET ?= mnist
+SEEDS   ?= 0 1 2
+VERIFY  ?=
+TWIN    := $(shell echo $(MODEL) | sed -E 's/-w[0-9]a[0-9]$$/-fp/')
 export YOWASP_CACHE_DIR := $(CURDIR)/.cache/yowasp
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test test-all train export bitstream sim report reports bench clean
+.PHONY: setup demo test test-all train export seeds bitstream sim report reports bench clean
 
 setup: .venv/.stamp
 
-.venv/.stamp: requirements.txt Makefile
+.venv/.stamp: requirements.txt
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
 	.venv/bin/pip install -q torch==2.13.0
@@ -24,7 +27,7 @@ train: setup
 	$(PY) -m model.train --model $(MODEL) --dataset $(DATASET)
 
 export: setup
-	$(PY) -m model.export --model $(MODEL) --dataset $(DATASET)
+	$(PY) -m model.export --model $(MODEL) --dataset $(DATASET) $(if $(VERIFY),--verify-images $(VERIFY))
 
 bitstream: setup
 	$(PY) -m hw.build --model $(MODEL) --board $(BOARD)
@@ -32,10 +35,20 @@ bitstream: setup
 sim: setup
 	$(PY) -m sim.run --model $(MODEL) --board $(BOARD) --images $(IMAGES) $(if $(RTL),--rtl $(RTL))
 
-report: setup
+# The report compares BNN and twin over SEEDS; missing seeds are trained and exported first
+# (seed 0 is verified on the full test set by `make export`, extra seeds on 1000 images).
+seeds: setup
+	@for s in $(SEEDS); do \
+	  $(PY) -m model.train --model $(MODEL) --dataset $(DATASET) --seed $$s || exit 1; \
+	  $(PY) -m model.train --model $(TWIN) --dataset $(DATASET) --seed $$s || exit 1; \
+	  [ -f build/$(MODEL)/$$( [ $$s = 0 ] || echo seed$$s/)streamlined.onnx ] || \
+	    $(PY) -m model.export --model $(MODEL) --dataset $(DATASET) --seed $$s --verify-images 1000 || exit 1; \
+	done
+
+report: seeds
 	$(PY) -m explain.report --model $(MODEL) --board $(BOARD)
 
-reports: setup
+reports: seeds
 	$(PY) -m explain.report --model $(MODEL) --board all
 
 demo: setup
@@ -50,6 +63,7 @@ test-all: setup
 
 bench: setup
 	$(PY) -m model.bench
+	$(PY) -m explain.bench
 
 clean:
 	rm -rf build
