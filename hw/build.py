@@ -1,0 +1,132 @@
+"""`python -m hw.build --model M --board B [--folding F] [--target-fps N]`
+
+Compiles build/<M>/streamlined.onnx into Verilog (hw.compile.compile_graph, into
+build/<M>/<B>/hw/), then
+- Lattice boards (ulx3s, icebreaker): UART board top, yosys + nextpnr + ecppack ->
+  build/<M>/<B>/bitstream.bit and resources.json (used vs available, Fmax);
+- Xilinx boards: yosys synth_xilinx resource estimate -> build/<M>/<B>/resources.json (error if
+  the design does not fit the part), and the FINN build folder build/<M>/<B>/finn/; runs it when
+  FINN_ROOT points to a FINN checkout, otherwise exits 2 saying how to run it.
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from hw.boards import BOARDS, DEFAULT_BOARD, get_board
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD = REPO / "build"
+EXIT_FINN_NOT_RUN = 2
+
+
+class BuildError(ValueError):
+    pass
+
+
+def _load_folding(path):
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.exists():
+        raise BuildError(f"folding config {p} not found")
+    try:
+        fold = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise BuildError(f"folding config {p}: not JSON ({e})") from None
+    if not isinstance(fold, dict):
+        raise BuildError(f"folding config {p}: expected an object keyed by node name (MVAU_0, ...)")
+    return fold
+
+
+def output_affine_exact(streamlined: Path):
+    """True when argmax of the raw accumulators equals argmax of the logits (per-class scale all
+    equal and positive, bias all equal), i.e. when the board's LEDs show the true class."""
+    import numpy as np
+    from hw.host import output_affine
+    try:
+        scale, bias = (np.atleast_1d(v) for v in output_affine(streamlined))
+    except Exception:           # an unreadable graph only costs this flag
+        return None
+    return bool((scale > 0).all() and (scale == scale[0]).all() and (bias == bias[0]).all())
+
+
+def compile_rtl(model: str, board, folding, target_fps):
+    try:
+        from hw.compile import compile_graph
+    except ImportError as e:
+        raise BuildError(f"hw.compile is not available ({e})") from None
+    streamlined = BUILD / model / "streamlined.onnx"
+    out = BUILD / model / board.name / "hw"
+    print(f"[compile] {streamlined.relative_to(REPO)} -> {out.relative_to(REPO)}", flush=True)
+    info = compile_graph(str(streamlined), str(out), board=board.name, folding=folding, target_fps=target_fps)
+    return out, info
+
+
+def build(model: str, board_name: str, folding_path=None, target_fps=None, baud=None, freq_mhz=None) -> int:
+    board = get_board(board_name)
+    streamlined = BUILD / model / "streamlined.onnx"
+    if not streamlined.exists():
+        raise BuildError(f"{streamlined.relative_to(REPO)} missing: run `make export MODEL={model}` first")
+    folding = _load_folding(folding_path)
+    if target_fps is not None and target_fps <= 0:
+        raise BuildError(f"--target-fps must be positive, got {target_fps}")
+    board_dir = BUILD / model / board.name
+    board_dir.mkdir(parents=True, exist_ok=True)
+    hw_dir, _ = compile_rtl(model, board, folding, target_fps)
+
+    if board.vendor == "lattice":
+        from hw.bitstream import atomic_write_json, build_lattice
+        from hw.host import output_affine
+        res = build_lattice(hw_dir / "rtl", board_dir, board, baud=baud, freq_mhz=freq_mhz,
+                            affine=output_affine(streamlined))
+        res["led_class_exact"] = res["wrapper_params"].get("USE_RANK") == 1 or output_affine_exact(streamlined)
+        res["model"] = model
+        atomic_write_json(board_dir / "resources.json", res)
+        print(f"bitstream: {(board_dir / 'bitstream.bit').relative_to(REPO)}  "
+              f"(program: openFPGALoader -b {board.name} {(board_dir / 'bitstream.bit').relative_to(REPO)}; "
+              f"run: python -m hw.host --model {model} --port /dev/ttyUSB0)")
+        return 0
+
+    from hw.finn_folder import run_finn, write_finn_folder
+    from hw.xilinx import xilinx_resources
+    xilinx_resources(hw_dir / "rtl", board_dir, board)
+    fold = json.loads((hw_dir / "folding.json").read_text()) if (hw_dir / "folding.json").exists() else folding
+    if fold is None:
+        raise BuildError(f"{hw_dir / 'folding.json'} missing and no --folding given")
+    folder = write_finn_folder(model, board, board_dir / "finn", BUILD / model / "model.qonnx.onnx", fold,
+                               target_fps=target_fps, folding_source=str((hw_dir / "folding.json").relative_to(REPO)))
+    print(f"[finn] wrote {folder.relative_to(REPO)}/: model.onnx, dataflow_build_config.json, "
+          f"folding_config.json, build.py, README.md", flush=True)
+    finn_root = os.environ.get("FINN_ROOT")
+    if finn_root and (Path(finn_root) / "run-docker.sh").exists():
+        return run_finn(folder, Path(finn_root))
+    print(f"FINN not run (FINN_ROOT {'unset' if not finn_root else 'is not a FINN checkout'}). To build the "
+          f"bitfile: cd $FINN_ROOT && ./run-docker.sh build_custom {folder}  (see {folder / 'README.md'})",
+          file=sys.stderr)
+    return EXIT_FINN_NOT_RUN
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m hw.build", description="Compile a BitLens model to Verilog, then build a bitstream (Lattice boards) or a resource estimate and FINN build folder (Xilinx boards).")
+    ap.add_argument("--model", required=True, help="model name, e.g. tfc-w1a1 (build/<model>/)")
+    ap.add_argument("--board", default=DEFAULT_BOARD, help=f"one of: {', '.join(BOARDS)}")
+    ap.add_argument("--folding", help="folding config JSON keyed by MVAU_i (FINN format)")
+    ap.add_argument("--target-fps", type=float, help="let the compiler pick the folding for this rate")
+    ap.add_argument("--baud", type=int, help="UART baud for Lattice boards (default 1000000; must divide the clock)")
+    ap.add_argument("--freq", type=float, help="nextpnr target MHz (default the board clock)")
+    args = ap.parse_args(argv)
+    try:
+        return build(args.model, args.board, args.folding, args.target_fps, args.baud, args.freq)
+    except (ValueError, RuntimeError, OSError) as e:
+        msg = str(e).strip()
+        first, _, rest = msg.partition("\n")
+        print(f"error: {first}", file=sys.stderr)
+        if rest and os.environ.get("BITLENS_VERBOSE"):
+            print(rest, file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Host side of the UART board top: `python -m hw.host --port /dev/ttyUSB0 --model M --images N`.
+
+Sends test-set images to a board programmed with build/<M>/<board>/bitstream.bit and prints the
+classes. The class is argmax of the logits the streamlined graph's final Mul/Add make of the
+accumulators the board returns; the board's own class byte (and LEDs) agree when its bitstream
+has the rank ROM (resources.json led_class_exact). --check compares every accumulator with the reference (qonnx execution of
+build/<M>/streamlined.onnx). Serial I/O uses termios directly (Linux/macOS; no pyserial needed).
+
+Wire format (hw/rtl/board_top_ecp5.v): per image, in_beats words of in_width/8 bytes, little
+endian, elements packed from the least significant bit; reply: each output element sign/zero
+extended to whole bytes, little endian, then one byte = argmax of the accumulators.
+"""
+import argparse
+import json
+import os
+import select
+import sys
+import termios
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD = REPO / "build"
+
+
+class HostError(RuntimeError):
+    pass
+
+
+# ----------------------------------------------------------------------------- wire format
+def encode_image(img: np.ndarray, manifest: dict) -> bytes:
+    """One image (any shape, NHWC order, integer elements) as the bytes of its input words."""
+    eb, epb, beats, width = (int(manifest[k]) for k in ("in_elem_bits", "in_elems_per_beat", "in_beats",
+                                                        "in_width"))
+    flat = np.asarray(img).reshape(-1).astype(np.int64)
+    if flat.size != epb * beats:
+        raise HostError(f"image has {flat.size} elements, the accelerator takes {beats} x {epb}")
+    if flat.min() < 0 or flat.max() >= (1 << eb):
+        raise HostError(f"image values outside 0..{(1 << eb) - 1}")
+    if eb == 8 and width == 8 * epb:
+        return flat.astype(np.uint8).tobytes()
+    out = bytearray()
+    for b in range(beats):
+        word = 0
+        for k, v in enumerate(flat[b * epb:(b + 1) * epb]):
+            word |= int(v) << (k * eb)
+        out += word.to_bytes(width // 8, "little")
+    return bytes(out)
+
+
+def response_length(manifest: dict) -> int:
+    return int(manifest["out_beats"]) * int(manifest["out_elems_per_beat"]) * \
+        ((int(manifest["out_elem_bits"]) + 7) // 8) + 1
+
+
+def decode_response(buf: bytes, manifest: dict):
+    """-> (accumulators int64 array, the board's argmax byte)."""
+    n = int(manifest["out_beats"]) * int(manifest["out_elems_per_beat"])
+    eby = (int(manifest["out_elem_bits"]) + 7) // 8
+    if len(buf) != n * eby + 1:
+        raise HostError(f"reply of {len(buf)} bytes, expected {n * eby + 1}")
+    accs = np.array([int.from_bytes(buf[k * eby:(k + 1) * eby], "little", signed=bool(manifest["out_signed"]))
+                     for k in range(n)], np.int64)
+    return accs, buf[-1]
+
+
+# ----------------------------------------------------------------------------- serial port
+class Serial:
+    """8N1 raw serial port at a given baud, via termios."""
+
+    def __init__(self, port: str, baud: int):
+        speed = getattr(termios, f"B{baud}", None)
+        if speed is None:
+            raise HostError(f"baud {baud} is not a standard termios rate on this system")
+        try:
+            self.fd = os.open(port, os.O_RDWR | os.O_NOCTTY)
+        except OSError as e:
+            raise HostError(f"cannot open {port}: {e.strerror} (is the board plugged in?)") from None
+        try:
+            iflag, oflag, cflag, lflag, _, _, cc = termios.tcgetattr(self.fd)
+            cc[termios.VMIN], cc[termios.VTIME] = 0, 0
+            termios.tcsetattr(self.fd, termios.TCSANOW,
+                              [0, 0, termios.CS8 | termios.CREAD | termios.CLOCAL, 0, speed, speed, cc])
+            termios.tcflush(self.fd, termios.TCIOFLUSH)
+        except termios.error as e:
+            os.close(self.fd)
+            raise HostError(f"{port} is not a serial port ({e})") from None
+
+    def write(self, data: bytes):
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+
+    def read(self, n: int, timeout: float) -> bytes:
+        buf = bytearray()
+        end = time.monotonic() + timeout
+        while len(buf) < n:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                break
+            buf += os.read(self.fd, n - len(buf))
+        return bytes(buf)
+
+    def drain_input(self):
+        termios.tcflush(self.fd, termios.TCIFLUSH)
+
+    def close(self):
+        os.close(self.fd)
+
+
+def classify(ser, images, manifest, baud, affine=None, progress=None):
+    """Send each image, read its reply; -> (accumulators (N, classes), board bytes (N,))."""
+    # bytes per image at 10 bits per byte, and slack for USB latency
+    timeout = 0.5 + 20.0 * (len(encode_image(images[0], manifest)) + response_length(manifest)) / baud
+    time.sleep(0.05)       # longer than the board's idle reset: a half-sent old image is dropped
+    ser.drain_input()
+    accs, board_cls = [], []
+    for i, img in enumerate(images):
+        ser.write(encode_image(img, manifest))
+        buf = ser.read(response_length(manifest), timeout)
+        if len(buf) < response_length(manifest):
+            raise HostError(f"image {i}: board answered {len(buf)} of {response_length(manifest)} bytes "
+                            f"within {timeout:.1f} s (wrong bitstream or baud?)")
+        a, c = decode_response(buf, manifest)
+        accs.append(a)
+        board_cls.append(c)
+        if progress:
+            progress(i, a, c)
+    return np.stack(accs), np.array(board_cls)
+
+
+# ----------------------------------------------------------------------------- model side
+def output_affine(streamlined: Path):
+    """Per-class (scale, bias) the streamlined graph applies to acc_out (identity if absent)."""
+    import onnx
+    from onnx import numpy_helper
+    g = onnx.load(str(streamlined)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    scale, bias, tensor = 1.0, 0.0, "acc_out"
+    for node in g.node:
+        if tensor not in node.input or node.op_type not in ("Mul", "Add"):
+            continue
+        c = next((inits[x] for x in node.input if x in inits), None)
+        if c is None:
+            break
+        c = np.asarray(c, np.float64).reshape(-1)
+        if node.op_type == "Mul":
+            scale, bias = scale * c, bias * c
+        else:
+            bias = bias + c
+        tensor = node.output[0]
+    return scale, bias
+
+
+def reference_accs(streamlined: Path, images):
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    m = ModelWrapper(str(streamlined))
+    name = m.graph.input[0].name
+    return np.stack([execute_onnx(m, {name: img[None].astype(np.float32)}, return_full_exec_context=True)
+                     ["acc_out"].reshape(-1) for img in images]).astype(np.int64)
+
+
+def _load(model: str, board: str):
+    d = BUILD / model / board
+    paths = {"resources": d / "resources.json", "manifest": d / "hw" / "rtl" / "manifest.json",
+             "streamlined": BUILD / model / "streamlined.onnx"}
+    for k, p in paths.items():
+        if not p.exists():
+            hint = "make export" if k == "streamlined" else "make bitstream"
+            raise HostError(f"{p.relative_to(REPO)} missing: run `{hint} MODEL={model}`")
+    return (json.loads(paths["resources"].read_text()), json.loads(paths["manifest"].read_text()),
+            paths["streamlined"])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m hw.host", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--port", default="/dev/ttyUSB0")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--board", default="ulx3s")
+    ap.add_argument("--images", type=int, default=10)
+    ap.add_argument("--dataset", default="mnist")
+    ap.add_argument("--baud", type=int, help="override the baud recorded in resources.json")
+    ap.add_argument("--check", action="store_true", help="compare accumulators with the reference")
+    args = ap.parse_args(argv)
+    ser = None
+    try:
+        if args.images < 1:
+            raise HostError("--images must be >= 1")
+        if not os.path.exists(args.port):
+            raise HostError(f"cannot open {args.port}: no such device (is the board plugged in?)")
+        res, manifest, streamlined = _load(args.model, args.board)
+        baud = args.baud or int(res["uart"]["baud"])
+        import onnx
+        shape = [d.dim_value for d in onnx.load(str(streamlined)).graph.input[0].type.tensor_type.shape.dim]
+        from model.data import load_split, pad_images
+        x, y = load_split(args.dataset, "test")
+        x = pad_images(x[:args.images], shape[1])
+        ser = Serial(args.port, baud)
+        scale, bias = output_affine(streamlined)
+        t0 = time.time()
+
+        from hw.bitstream import logits_f32
+
+        def show(i, a, c):
+            cls = int(np.argmax(logits_f32(a, scale, bias)))
+            print(f"image {i}: class {cls} (label {int(y[i])}, board {c})", flush=True)
+
+        accs, board_cls = classify(ser, x, manifest, baud, progress=show)
+        dt = time.time() - t0
+        cls = np.argmax(logits_f32(accs, scale, bias), axis=1)
+        if res.get("led_class_exact") and (board_cls != cls).any():
+            print(f"warning: the board's class differs from the host's on {int((board_cls != cls).sum())} "
+                  "images", file=sys.stderr)
+        print(f"{len(x)} images in {dt:.2f} s ({len(x) / dt:.1f} img/s), accuracy {np.mean(cls == y[:len(x)]):.4f}")
+        if args.check:
+            ref = reference_accs(streamlined, x)
+            bad = int((ref != accs).any(axis=1).sum())
+            print(f"reference check: {len(x) - bad}/{len(x)} images bit-exact")
+            if bad:
+                return 1
+        return 0
+    except (ValueError, RuntimeError, OSError) as e:
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    finally:
+        if ser is not None:
+            ser.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+`timescale 1ns/1ps
+// bl_fifo: synchronous FIFO, DEPTH a power of two >= 2. s_tready depends only on the fill level, so
+// a FIFO between two units cuts any combinational ready path between them.
+module bl_fifo #(
+    parameter WIDTH = 8,
+    parameter DEPTH = 2
+) (
+    input  wire              ap_clk,
+    input  wire              ap_rst_n,
+    input  wire [WIDTH-1:0]  s_tdata,
+    input  wire              s_tvalid,
+    output wire              s_tready,
+    output wire [WIDTH-1:0]  m_tdata,
+    output wire              m_tvalid,
+    input  wire              m_tready
+);
+    localparam AB = $clog2(DEPTH);
+    localparam CB = $clog2(DEPTH + 1);
+    localparam [CB-1:0] FULL = DEPTH;
+    reg [WIDTH-1:0] mem [0:DEPTH-1];
+    reg [AB-1:0] wp, rp;
+    reg [CB-1:0] count;
+    assign s_tready = ap_rst_n && (count != FULL);
+    assign m_tvalid = (count != {CB{1'b0}});
+    assign m_tdata = mem[rp];
+    wire push = s_tvalid && s_tready;
+    wire pop = m_tvalid && m_tready;
+    always @(posedge ap_clk) begin
+        if (!ap_rst_n) begin
+            wp <= {AB{1'b0}};
+            rp <= {AB{1'b0}};
+            count <= {CB{1'b0}};
+        end else begin
+            if (push) begin
+                mem[wp] <= s_tdata;
+                wp <= wp + 1'b1;
+            end
+            if (pop) rp <= rp + 1'b1;
+            count <= count + {{(CB-1){1'b0}}, push} - {{(CB-1){1'b0}}, pop};
+        end
+    end
+endmodule

@@ -1,0 +1,261 @@
+"""Python twins of the hw/rtl units: reference behaviour (numpy, same math as the qonnx nodes),
+packing of weights/thresholds into memory words, stream packing, and analytic cycle and resource
+estimates (simple FINN-like formulas; LUT counts are 4-input-LUT equivalents)."""
+import math
+from pathlib import Path
+
+import numpy as np
+
+RTL_DIR = Path(__file__).resolve().parent / "rtl"
+UNIT_FILES = ["mvau.v", "swg.v", "pool.v", "fifo.v", "dwc.v"]
+
+MODE_XNOR, MODE_BIPOLAR, MODE_INT = 0, 1, 2
+OUT_FIFO_MVAU = 8
+OUT_FIFO_SWG = 4
+
+
+class UnitError(ValueError):
+    pass
+
+
+# ----------------------------------------------------------------------------- integer helpers
+def signed_bits(lo: int, hi: int) -> int:
+    """Bits of a two's-complement register holding every integer in [lo, hi]."""
+    b = 1
+    while not (-(1 << (b - 1)) <= lo and hi <= (1 << (b - 1)) - 1):
+        b += 1
+    return b
+
+
+def unsigned_bits(hi: int) -> int:
+    return max(1, int(hi).bit_length())
+
+
+def divisors(n: int):
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def pad8(bits: int) -> int:
+    return max(8, (bits + 7) // 8 * 8)
+
+
+def in_range(bits: int, signed: bool):
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
+# ----------------------------------------------------------------------------- streams
+def pack_beats(values, elems: int, bits: int):
+    """Flat integer sequence -> list of words, `elems` elements per word, element 0 in the LSBs."""
+    v = np.asarray(values, dtype=np.int64).reshape(-1)
+    if v.size % elems:
+        raise UnitError(f"{v.size} elements do not fill beats of {elems}")
+    mask = (1 << bits) - 1
+    words = []
+    for beat in v.reshape(-1, elems):
+        w = 0
+        for i, e in enumerate(beat.tolist()):
+            w |= (int(e) & mask) << (i * bits)
+        words.append(w)
+    return words
+
+
+def unpack_beats(words, elems: int, bits: int, signed: bool = False):
+    mask = (1 << bits) - 1
+    out = []
+    for w in words:
+        w = int(w)
+        for i in range(elems):
+            e = (w >> (i * bits)) & mask
+            if signed and e >> (bits - 1):
+                e -= 1 << bits
+            out.append(e)
+    return np.asarray(out, dtype=np.int64)
+
+
+def write_memh(path, words, width: int):
+    """$readmemh file, one word per line; written under a temp name then renamed."""
+    digits = max(1, (width + 3) // 4)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(f"{int(w):0{digits}x}\n" for w in words))
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------- MVAU
+def mvau_ref(x, weights, thresholds=None, mode=MODE_XNOR):
+    """x: (..., MW) integers (bits for XNOR); weights: (MH, MW) — bits {0,1} for XNOR, ±1 for
+    bipolar, integers otherwise. Returns accumulators (..., MH) or, with thresholds (MH, T) sorted,
+    the number of thresholds each accumulator reaches (acc >= T_k), as qonnx MultiThreshold."""
+    x = np.asarray(x, dtype=np.int64)
+    w = np.asarray(weights, dtype=np.int64)
+    if mode == MODE_XNOR:
+        acc = (x[..., None, :] == w).sum(-1)        # popcount of matches (XNOR)
+    else:
+        acc = x @ w.T
+    if thresholds is None:
+        return acc
+    t = np.asarray(thresholds)
+    return (acc[..., None] >= t).sum(-1).astype(np.int64)
+
+
+def mvau_acc_range(weights, mode, in_bits, in_signed):
+    """Exact accumulator range over all inputs, also of every partial sum (each term spans 0)."""
+    w = np.asarray(weights, dtype=np.int64)
+    if mode == MODE_XNOR:
+        return 0, int(w.shape[1])
+    lo_x, hi_x = in_range(in_bits, in_signed)
+    a, b = w * lo_x, w * hi_x
+    hi = np.maximum(np.maximum(a, b), 0).sum(1).max()
+    lo = np.minimum(np.minimum(a, b), 0).sum(1).min()
+    return int(lo), int(hi)
+
+
+def clip_thresholds(thresholds, lo, hi):
+    """acc >= T for integer acc in [lo, hi] is unchanged by T -> clip(ceil(T), lo, hi + 1)."""
+    t = np.ceil(np.asarray(thresholds, dtype=np.float64))
+    return np.clip(t, lo, hi + 1).astype(np.int64)
+
+
+def mvau_weight_words(weights, pe, simd, mode, w_bits=1):
+    """Word nf*SF + sf holds, at lane p*SIMD + s, weight[nf*PE + p, sf*SIMD + s]."""
+    w = np.asarray(weights, dtype=np.int64)
+    mh, mw = w.shape
+    if mode == MODE_BIPOLAR:
+        bits = (w > 0).astype(np.int64)                  # bit 1 = +1
+    elif mode == MODE_XNOR:
+        bits = w & 1
+    else:
+        bits = w & ((1 << w_bits) - 1)
+    nf, sf = mh // pe, mw // simd
+    # (nf, pe, sf, simd) -> (nf, sf, pe, simd)
+    lanes = bits.reshape(nf, pe, sf, simd).transpose(0, 2, 1, 3).reshape(nf * sf, pe * simd)
+    wb = 1 if mode in (MODE_XNOR, MODE_BIPOLAR) else w_bits
+    return pack_beats(lanes.reshape(-1), pe * simd, wb)
+
+
+def mvau_thresh_words(thresholds, pe, acc_bits):
+    """Word nf holds threshold k of lane p at bit (p*N_THR + k)*ACC_BITS."""
+    t = np.asarray(thresholds, dtype=np.int64)
+    mh, nt = t.shape
+    return pack_beats(t.reshape(mh // pe, pe * nt).reshape(-1), pe * nt, acc_bits)
+
+
+def mvau_cycles(mw, mh, pe, simd, pixels=1):
+    return (mw // simd) * (mh // pe) * pixels
+
+
+def bram_blocks(depth, width, kbit=18):
+    """Block RAMs for a depth x width memory (simple dual port), best aspect ratio per block."""
+    if depth <= 0 or width <= 0:
+        return 0
+    if kbit >= 16:
+        shapes = [(16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)]
+    else:
+        shapes = [(2048, 2), (1024, 4), (512, 8), (256, 16)]
+    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in shapes)
+
+
+def memory_cost(depth, width, kbit=18):
+    """(lut, bram): small memories go to LUT RAM (64 x 1 per LUT-equivalent), big ones to BRAM."""
+    if depth * width <= 2048 or depth <= 32:
+        return width * math.ceil(depth / 64), 0
+    return 0, bram_blocks(depth, width, kbit)
+
+
+def mvau_resources(mw, mh, pe, simd, mode, in_bits, acc_bits, n_thr, w_bits=1, kbit=18):
+    sf, nf = mw // simd, mh // pe
+    a = 1 if mode == MODE_XNOR else in_bits
+    w = 1 if mode != MODE_INT else w_bits
+    if mode == MODE_XNOR:
+        mult = simd                                           # one XNOR per lane
+    elif mode == MODE_BIPOLAR:
+        mult = simd * acc_bits // 2                            # conditional negate
+    else:
+        mult = simd * (2 * math.ceil((w + a) / 6) - 1) * (w + a)
+    tree_bits = max(1, min(acc_bits, a + w + math.ceil(math.log2(max(simd, 2)))))
+    tree = (simd - 1) * tree_bits
+    comp = n_thr * acc_bits
+    wl, wb = memory_cost(sf * nf, pe * simd * w, kbit)
+    tl, tb = memory_cost(nf, pe * max(n_thr, 1) * acc_bits, kbit) if n_thr else (0, 0)
+    bl, bb = memory_cost(sf, simd * a, kbit) if nf > 1 else (0, 0)
+    out_bits = unsigned_bits(n_thr) if n_thr else acc_bits
+    fifo = pe * out_bits * OUT_FIFO_MVAU // 4
+    lut = 60 + pe * (mult + tree + acc_bits + comp) + wl + tl + bl + fifo
+    ff = 40 + simd * a * 2 + pe * simd * w + pe * (2 * acc_bits + n_thr * acc_bits) \
+        + pe * out_bits * OUT_FIFO_MVAU
+    return dict(lut=int(lut), ff=int(ff), bram=int(wb + tb + bb))
+
+
+# ----------------------------------------------------------------------------- SWG
+def conv_out_dim(ifm, k, s):
+    return (ifm - k) // s + 1
+
+
+def swg_ref(images, k, s):
+    """images (N, H, W, C) -> (N, OH, OW, K*K*C) in (kh, kw, c) order, like qonnx Im2Col."""
+    x = np.asarray(images)
+    n, h, w, c = x.shape
+    oh, ow = conv_out_dim(h, k, s), conv_out_dim(w, k, s)
+    out = np.empty((n, oh, ow, k * k * c), dtype=x.dtype)
+    for oy in range(oh):
+        for ox in range(ow):
+            out[:, oy, ox] = x[:, oy * s:oy * s + k, ox * s:ox * s + k, :].reshape(n, -1)
+    return out
+
+
+def swg_cycles(ifm, c, k, s, simd):
+    """Steady-state cycles per image: the reader emits OFM^2 K^2 C/SIMD beats, one per cycle, unless
+    input (IFM^2 C/SIMD beats) is slower; (K-S) rows of the next image wait for the last row."""
+    cf = c // simd
+    ofm = conv_out_dim(ifm, k, s)
+    read = ofm * ofm * k * k * cf
+    write = ifm * ifm * cf
+    return max(read, write) + max(0, k - s) * ifm * cf
+
+
+def swg_resources(ifm, c, k, s, simd, bits, kbit=18):
+    cf = c // simd
+    depth = (k + s) * ifm * cf
+    ml, mb = memory_cost(depth, simd * bits, kbit)
+    ab = unsigned_bits(depth)
+    lut = 80 + 6 * ab + ml + simd * bits * OUT_FIFO_SWG // 4
+    ff = 60 + 8 * ab + simd * bits * (1 + OUT_FIFO_SWG)
+    return dict(lut=int(lut), ff=int(ff), bram=int(mb))
+
+
+# ----------------------------------------------------------------------------- pool
+def pool_ref(images, k):
+    """Max-pool K x K stride K (floor) on (N, H, W, C)."""
+    x = np.asarray(images)
+    n, h, w, c = x.shape
+    oh, ow = h // k, w // k
+    x = x[:, :oh * k, :ow * k].reshape(n, oh, k, ow, k, c)
+    return x.max(axis=(2, 4))
+
+
+def pool_cycles(ifm, c, pe):
+    return ifm * ifm * (c // pe)
+
+
+def pool_resources(ifm, c, k, pe, bits, kbit=18):
+    words = (ifm // k) * (c // pe)
+    lut = 40 + pe * bits * 3 + pe * bits * math.ceil(words / 64)
+    ff = 40 + pe * bits
+    return dict(lut=int(lut), ff=int(ff), bram=0)
+
+
+# ----------------------------------------------------------------------------- FIFO / DWC
+def fifo_resources(width, depth, kbit=18):
+    ml, mb = memory_cost(depth, width, kbit) if depth > 4 else (width * depth // 4, 0)
+    return dict(lut=int(10 + ml + width // 2), ff=int(12 + 2 * max(1, depth).bit_length() + (width if depth <= 4 else 0)),
+                bram=int(mb))
+
+
+def dwc_resources(in_w, out_w):
+    w = max(in_w, out_w)
+    return dict(lut=int(10 + w), ff=int(8 + 2 * w), bram=0)
+
+
+def dwc_cycles(in_elems, out_elems, total_elems):
+    """One beat of the wider side per max(ratio) cycles: the narrow side moves one beat per cycle."""
+    return total_elems // min(in_elems, out_elems)

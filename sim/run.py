@@ -1,0 +1,139 @@
+"""Simulate a BitLens accelerator on test images and prove it equals the streamlined graph.
+
+    python -m sim.run --model M --board B --images N|all [--rtl FOLDER] [--simulator verilator|icarus]
+
+Writes build/<M>/<B>/sim.json: images, equal, cycles_per_image (steady state), analytic_ii,
+simulator, seconds."""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class RunError(ValueError):
+    pass
+
+
+def expected_outputs(graph_path, images):
+    """Final accumulators of the streamlined graph: the lead's Reference when present, else qonnx."""
+    try:
+        from model.reference import Reference
+    except ImportError:
+        Reference = None
+    if Reference is not None:
+        try:
+            ref = Reference(str(graph_path))
+        except ValueError:      # a graph without BitLens metadata (synthetic test graphs): use qonnx
+            ref = None
+        if ref is not None:
+            import torch
+            torch.set_num_threads(1)
+            with torch.no_grad():
+                acc = ref.predict_int(images)
+            return np.asarray(acc, dtype=np.int64).reshape(len(images), -1), "model.reference"
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from tqdm import tqdm
+    model = ModelWrapper(str(graph_path))
+    iname = model.graph.input[0].name
+    outs = []
+    for img in tqdm(images, desc="qonnx", unit="img", mininterval=1.0):
+        ctx = execute_onnx(model, {iname: img[None].astype(np.float32)}, return_full_exec_context=True)
+        if "acc_out" not in ctx:
+            raise RunError(f"{graph_path}: no tensor 'acc_out' (README contract)")
+        outs.append(np.asarray(ctx["acc_out"]).reshape(-1))
+    return np.rint(np.array(outs)).astype(np.int64), "qonnx.execute_onnx"
+
+
+def test_images(graph_path, count, seed=0):
+    """Test-set images shaped for the graph input; random uint8 images when no data set fits."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    model = ModelWrapper(str(graph_path))
+    shape = tuple(model.get_tensor_shape(model.graph.input[0].name))[1:]
+    meta = {p.key: p.value for p in model.model.metadata_props}
+    dataset = "mnist"
+    try:
+        dataset = json.loads(meta.get("bitlens", "{}")).get("dataset", "mnist") or "mnist"
+    except (ValueError, AttributeError):
+        pass
+    source = None
+    try:
+        from model.data import load_split, pad_images
+        x, _ = load_split(dataset, "test")
+        if x.shape[3] == shape[2] and x.shape[1] <= shape[0]:
+            x = pad_images(x, shape[0])
+        if tuple(x.shape[1:]) == shape:
+            source = f"{dataset} test"
+    except (ImportError, ValueError, RuntimeError, OSError):
+        source = None
+    if source is None:
+        n = 10000 if count is None else count
+        x = np.random.default_rng(seed).integers(0, 256, (n,) + shape, dtype=np.uint8)
+        source = "random uint8"
+    if count is not None:
+        x = x[:count]
+    return np.ascontiguousarray(x.astype(np.uint8)), source
+
+
+def run(model, board, images="all", rtl=None, simulator=None, graph=None, out_dir=None, chunk=500,
+        idle_level=0, bp_level=0, progress=True, folding=None):
+    from hw.compile import compile_graph
+    from sim import cocotb_env as E
+    from sim.tb_top import run_top
+    base = Path(out_dir) if out_dir else ROOT / "build" / model / board
+    graph = Path(graph) if graph else ROOT / "build" / model / "streamlined.onnx"
+    if not graph.is_file():
+        raise RunError(f"{graph}: no streamlined graph (run `make export MODEL={model}` first)")
+    count = None if str(images) == "all" else int(images)
+    if count is not None and count < 1:
+        raise RunError(f"--images must be a positive number or 'all', got {images}")
+    sim = E.pick_simulator(simulator)
+    if rtl is None:
+        compile_graph(graph, base / "hw", board, folding=folding)
+        rtl = base / "hw" / "rtl"
+    x, source = test_images(graph, count)
+    exp, ref_name = expected_outputs(graph, x)
+    res = run_top(rtl, x, exp, base / "sim", simulator=sim, chunk=chunk, idle_level=idle_level,
+                  bp_level=bp_level, progress=progress)
+    res.update(model=model, board=board, rtl=str(rtl), images_source=source, reference=ref_name)
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = base / "sim.json.tmp"
+    tmp.write_text(json.dumps(res, indent=1))
+    os.replace(tmp, base / "sim.json")
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--board", default="ulx3s")
+    ap.add_argument("--images", default="100", help="number of test images or 'all'")
+    ap.add_argument("--rtl", help="RTL folder with FINN port names and manifest.json (skips compiling)")
+    ap.add_argument("--simulator", choices=["verilator", "icarus"])
+    ap.add_argument("--graph", help="streamlined graph (default build/<model>/streamlined.onnx)")
+    ap.add_argument("--out", help="output folder (default build/<model>/<board>)")
+    ap.add_argument("--folding", help="FINN-format folding JSON for the compiler")
+    ap.add_argument("--chunk", type=int, default=500, help="images per streamed chunk")
+    a = ap.parse_args(argv)
+    try:
+        res = run(a.model, a.board, a.images, a.rtl, a.simulator, a.graph, a.out, a.chunk, folding=a.folding)
+    except (ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    cpi = res.get("cycles_per_image")
+    print(f"{res['images']} images ({res['images_source']}), equal: {res['equal']}, "
+          f"cycles/image {cpi if cpi is None else round(cpi, 2)} vs analytic II {res['analytic_ii']}, "
+          f"{res['simulator']}, {res['seconds']} s")
+    if res.get("stall"):
+        print(f"error: {res['stall']}", file=sys.stderr)
+    return 0 if res["equal"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""cocotb testbench of bl_swg: random images through the window generator under random idle
+cycles and back-pressure; the output equals the Im2Col twin beat by beat."""
+import numpy as np
+
+from hw import units as U
+from sim import cocotb_env as E
+
+try:
+    import cocotb
+except ImportError:
+    cocotb = None
+
+
+def make_case(ifm, c, k, s, simd, bits, images=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 1 << bits, (images, ifm, ifm, c))
+    y = U.swg_ref(x, k, s)
+    params = dict(IFM=ifm, C=c, K=k, S=s, SIMD=simd, BITS=bits)
+    return params, simd * bits, simd * bits, U.pack_beats(x.reshape(-1), simd, bits), \
+        U.pack_beats(y.reshape(-1), simd, bits)
+
+
+def run(build_dir, simulator=None, phases=E.DEFAULT_PHASES, checks=False, **case):
+    params, in_w, out_w, iw, ow = make_case(**case)
+    return E.run_stream_unit("bl_swg", "bl_swg", params, in_w, out_w, iw, ow, "sim.tb_swg", build_dir,
+                             simulator=simulator, phases=phases, checks=checks)
+
+
+if cocotb is not None:
+    @cocotb.test()
+    async def stream(dut):
+        await E.check_stream(dut)

@@ -1,0 +1,151 @@
+"""Whole-accelerator cocotb testbench: any RTL folder with FINN's port names and a manifest.json.
+
+Images are streamed in chunks through the stream wrapper; every output beat is compared with the
+expected accumulators; the steady-state cycles per image come from the cycle stamps of the image
+completions inside each chunk."""
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hw import units as U
+from sim import cocotb_env as E
+
+try:
+    import cocotb
+except ImportError:
+    cocotb = None
+
+MANIFEST_KEYS = ("top", "files", "in_width", "in_elem_bits", "in_elems_per_beat", "in_beats", "out_width",
+                 "out_elem_bits", "out_elems_per_beat", "out_beats", "out_signed", "analytic_ii", "clock_mhz")
+
+
+class ManifestError(ValueError):
+    pass
+
+
+def read_manifest(rtl_dir):
+    p = Path(rtl_dir) / "manifest.json"
+    if not p.is_file():
+        raise ManifestError(f"{rtl_dir}: no manifest.json (compile the graph with hw.compile first)")
+    try:
+        m = json.loads(p.read_text())
+    except ValueError as e:
+        raise ManifestError(f"{p}: not JSON ({e})") from None
+    missing = [k for k in MANIFEST_KEYS if k not in m]
+    if missing:
+        raise ManifestError(f"{p}: missing keys {', '.join(missing)}")
+    for f in m["files"]:
+        if not (Path(rtl_dir) / f).is_file():
+            raise ManifestError(f"{p}: listed file {f} does not exist")
+    return m
+
+
+def image_words(images, m):
+    flat = np.asarray(images, dtype=np.int64).reshape(len(images), -1)
+    need = m["in_beats"] * m["in_elems_per_beat"]
+    if flat.shape[1] != need:
+        raise ManifestError(f"images have {flat.shape[1]} elements, the accelerator takes {need} per image")
+    return U.pack_beats(flat.reshape(-1), m["in_elems_per_beat"], m["in_elem_bits"])
+
+
+def decode_outputs(words, m):
+    vals = U.unpack_beats(words, m["out_elems_per_beat"], m["out_elem_bits"], bool(m["out_signed"]))
+    return vals.reshape(-1, m["out_beats"] * m["out_elems_per_beat"])
+
+
+def run_top(rtl_dir, images, expected, work_dir, simulator=None, chunk=500, idle_level=0, bp_level=0,
+            progress=True):
+    """Simulate the accelerator in rtl_dir on uint8 images; returns the result dict."""
+    rtl_dir = Path(rtl_dir).resolve()
+    m = read_manifest(rtl_dir)
+    work = Path(work_dir).resolve()
+    run_dir = work / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for f in rtl_dir.iterdir():          # memory files resolve against the simulator's working folder
+        if f.suffix in (".mem", ".hex", ".dat") and f.name not in ("tb_in.hex", "tb_out.hex", "tb_stamp.hex"):
+            shutil.copyfile(f, run_dir / f.name)
+    images = np.asarray(images)
+    n = len(images)
+    chunk = max(1, min(chunk, n))
+    np.save(run_dir / "images.npy", images)
+    np.save(run_dir / "expected.npy", np.asarray(expected, dtype=np.int64))
+    wrap = E.write_wrapper(work / "bl_tb_wrap.v", m["top"], {}, m["in_width"], m["out_width"],
+                           chunk * m["in_beats"], chunk * m["out_beats"], out_beats=m["out_beats"],
+                           top_ports=True)
+    cfg = dict(manifest=m, chunk=chunk, idle_level=idle_level, bp_level=bp_level, progress=progress,
+               result=str(run_dir / "result.json"))
+    (run_dir / "result.json").unlink(missing_ok=True)
+    t0 = time.time()
+    sim = None
+    err = None
+    try:
+        sim = E.run_cocotb([rtl_dir / f for f in m["files"]] + [wrap], "bl_tb_wrap", "sim.tb_top",
+                           work / "sim_build", simulator=simulator, config=cfg, test_dir=run_dir,
+                           test_log=not progress, extra_env={"COCOTB_LOG_LEVEL": "WARNING"} if progress else None)
+    except E.SimulationFailed as e:
+        err = e
+    res_path = run_dir / "result.json"
+    if not res_path.is_file():
+        raise err or E.SimulationFailed("simulation wrote no result")
+    res = json.loads(res_path.read_text())
+    res["simulator"] = sim or E.pick_simulator(simulator)
+    res["seconds"] = round(time.time() - t0, 2)
+    if err is not None and not res.get("stall"):
+        res.setdefault("error", str(err).splitlines()[0])
+    return res
+
+
+if cocotb is not None:
+    @cocotb.test()
+    async def top_stream(dut):
+        cfg = E.load_config()
+        m = cfg["manifest"]
+        images = np.load("images.npy")
+        expected = np.load("expected.npy")
+        n, chunk = len(images), cfg["chunk"]
+        res = dict(images=int(n), equal=False, mismatched_images=None, cycles_per_image=None,
+                   analytic_ii=m["analytic_ii"], stall=None)
+        bar = None
+        if cfg.get("progress"):
+            from tqdm import tqdm
+            bar = tqdm(total=n, unit="img", desc="sim", mininterval=1.0)
+        ii = max(1, int(m["analytic_ii"]))
+        per = []
+        bad = []
+        await E.reset_wrapper(dut)
+        try:
+            for start in range(0, n, chunk):
+                imgs = images[start:start + chunk]
+                words = image_words(imgs, m)
+                outs, stamps = await E.stream_chunk(
+                    dut, words, len(imgs) * m["out_beats"], idle_level=cfg["idle_level"],
+                    bp_level=cfg["bp_level"], stall_cycles=max(20000, 20 * ii), step=min(max(256, 4 * ii), 1 << 16),
+                    progress=bar, out_beats=m["out_beats"])
+                got = decode_outputs(outs, m)
+                exp = expected[start:start + chunk]
+                diff = np.nonzero(np.any(got != exp, axis=1))[0]
+                bad += [int(start + i) for i in diff]
+                if len(diff) and "first_mismatch" not in res:
+                    i = int(diff[0])
+                    res["first_mismatch"] = dict(image=start + i, got=got[i].tolist(), expected=exp[i].tolist())
+                if len(stamps) >= 2:
+                    per.append((len(stamps) - 1, E.steady_cycles(stamps)))
+        except E.StreamStall as e:
+            res["stall"] = str(e)
+        finally:
+            if bar is not None:
+                bar.close()
+        res["mismatched_images"] = len(bad)
+        res["equal"] = not bad and res["stall"] is None
+        if per:
+            res["cycles_per_image"] = sum(k * c for k, c in per) / sum(k for k, _ in per)
+            res["efficiency"] = res["cycles_per_image"] / ii
+        tmp = cfg["result"] + ".tmp"
+        Path(tmp).write_text(json.dumps(res, indent=1))
+        os.replace(tmp, cfg["result"])
+        assert res["stall"] is None, res["stall"]
+        assert not bad, f"{len(bad)} of {n} images differ; first: {res.get('first_mismatch')}"
