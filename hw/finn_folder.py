@@ -165,11 +165,12 @@ Outputs land in `{folder}/{output_dir}/` (bitfile, PYNQ driver, deployment packa
 Alternative, config only: `./run-docker.sh build_dataflow {folder}` (or `build_dataflow {folder}`
 inside the container) runs FINN's default steps on `model.onnx` with `dataflow_build_config.json`. It
 skips build.py's two BitLens steps, so it only works with a FINN whose `step_qonnx_to_finn` also
-converts BipolarQuant and whose streamlining leaves the XNOR thresholds non-negative; prefer
-`build_custom`.
+converts BipolarQuant (recent FINN dev does; v0.10 does only when a Quant node is present, as
+for a UINT8 input quantizer) and whose streamlining leaves the XNOR thresholds non-negative;
+prefer `build_custom`.
 
 finn-plus (pip-installed FINN): `finn build dataflow_build_config.json model.onnx` in this folder
-(same caveat as build_dataflow; finn-plus converts BipolarQuant).
+(same caveat as build_dataflow: it runs the default steps, not build.py's).
 
 ## Node names
 
