@@ -79,18 +79,15 @@ def atomic_write_json(path: Path, obj):
 
 
 def load_manifest(rtl_dir: Path) -> dict:
+    """The compiler's manifest (hw.compile.read_manifest) plus what the UART board top needs."""
+    from hw.compile import ManifestError, read_manifest
     path = Path(rtl_dir) / "manifest.json"
-    if not path.exists():
-        raise FlowError(f"{path} missing: compile the model first (hw.compile.compile_graph)")
-    try:
-        m = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise FlowError(f"{path}: not JSON ({e})") from None
     need = ("top", "files", "in_width", "in_beats", "out_width", "out_elem_bits", "out_elems_per_beat",
             "out_beats", "out_signed")
-    missing = [k for k in need if k not in m]
-    if missing:
-        raise FlowError(f"{path}: missing keys {', '.join(missing)}")
+    try:
+        m = read_manifest(rtl_dir, need)
+    except ManifestError as e:
+        raise FlowError(str(e)) from None
     if m["top"] != "bitlens_top":
         raise FlowError(f"{path}: top is '{m['top']}', the board top instantiates 'bitlens_top'")
     if m["in_width"] % 8:
@@ -252,10 +249,6 @@ def build_lattice(rtl_dir: Path, out_dir: Path, board: Board, baud: int = None, 
         rank = write_rank_rom(work / "rank.mem", manifest, *affine, max_kbit=rank_rom_budget_kbit(board, est))
         if rank is not None:
             params.update(rank, RANK_FILE=rel(work / "rank.mem", rtl_dir))
-    for f in manifest["files"]:
-        if not (rtl_dir / f).exists():
-            raise FlowError(f"{rtl_dir / 'manifest.json'} lists {f}, which is missing")
-
     # yosys runs in the RTL folder so $readmemh paths written relative to it resolve; the parameters
     # go into a generated top (hierarchy -chparam cannot pass the string RANK_FILE)
     (work / "board_top.v").write_text(board_top_text(params, bool(board.extra.get("led_pins"))))

@@ -9,12 +9,12 @@ build/<M>/<B>/hw/), then
   FINN_ROOT points to a FINN checkout, otherwise exits 2 saying how to run it.
 """
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 from hw.boards import BOARDS, DEFAULT_BOARD, get_board
+from hw.compile import compile_graph, load_folding
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build"
@@ -23,21 +23,6 @@ EXIT_FINN_NOT_RUN = 2
 
 class BuildError(ValueError):
     pass
-
-
-def _load_folding(path):
-    if path is None:
-        return None
-    p = Path(path)
-    if not p.exists():
-        raise BuildError(f"folding config {p} not found")
-    try:
-        fold = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise BuildError(f"folding config {p}: not JSON ({e})") from None
-    if not isinstance(fold, dict):
-        raise BuildError(f"folding config {p}: expected an object keyed by node name (MVAU_0, ...)")
-    return fold
 
 
 def output_affine_exact(streamlined: Path):
@@ -53,10 +38,6 @@ def output_affine_exact(streamlined: Path):
 
 
 def compile_rtl(model: str, board, folding, target_fps):
-    try:
-        from hw.compile import compile_graph
-    except ImportError as e:
-        raise BuildError(f"hw.compile is not available ({e})") from None
     streamlined = BUILD / model / "streamlined.onnx"
     out = BUILD / model / board.name / "hw"
     print(f"[compile] {streamlined.relative_to(REPO)} -> {out.relative_to(REPO)}", flush=True)
@@ -69,12 +50,12 @@ def build(model: str, board_name: str, folding_path=None, target_fps=None, baud=
     streamlined = BUILD / model / "streamlined.onnx"
     if not streamlined.exists():
         raise BuildError(f"{streamlined.relative_to(REPO)} missing: run `make export MODEL={model}` first")
-    folding = _load_folding(folding_path)
+    folding = load_folding(folding_path)
     if target_fps is not None and target_fps <= 0:
         raise BuildError(f"--target-fps must be positive, got {target_fps}")
     board_dir = BUILD / model / board.name
     board_dir.mkdir(parents=True, exist_ok=True)
-    hw_dir, _ = compile_rtl(model, board, folding, target_fps)
+    hw_dir, info = compile_rtl(model, board, folding, target_fps)
 
     if board.vendor == "lattice":
         from hw.bitstream import atomic_write_json, build_lattice
@@ -92,10 +73,7 @@ def build(model: str, board_name: str, folding_path=None, target_fps=None, baud=
     from hw.finn_folder import run_finn, write_finn_folder
     from hw.xilinx import xilinx_resources
     xilinx_resources(hw_dir / "rtl", board_dir, board)
-    fold = json.loads((hw_dir / "folding.json").read_text()) if (hw_dir / "folding.json").exists() else folding
-    if fold is None:
-        raise BuildError(f"{hw_dir / 'folding.json'} missing and no --folding given")
-    folder = write_finn_folder(model, board, board_dir / "finn", BUILD / model / "model.qonnx.onnx", fold,
+    folder = write_finn_folder(model, board, board_dir / "finn", BUILD / model / "model.qonnx.onnx", info["folding"],
                                target_fps=target_fps, folding_source=str((hw_dir / "folding.json").relative_to(REPO)))
     print(f"[finn] wrote {folder.relative_to(REPO)}/: model.onnx, dataflow_build_config.json, "
           f"folding_config.json, build.py, README.md", flush=True)

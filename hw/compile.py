@@ -320,7 +320,7 @@ def read_graph(onnx_path) -> Graph:
 
 
 # ----------------------------------------------------------------------------- folding
-def _load_folding(folding):
+def load_folding(folding):
     if folding is None:
         return None
     if isinstance(folding, (str, Path)):
@@ -517,6 +517,33 @@ def reference(graph: Graph, images):
 
 
 # ----------------------------------------------------------------------------- RTL
+# ----------------------------------------------------------------------------- manifest
+MANIFEST_KEYS = ("top", "files", "in_width", "in_elem_bits", "in_elems_per_beat", "in_beats", "out_width",
+                 "out_elem_bits", "out_elems_per_beat", "out_beats", "out_signed", "analytic_ii", "clock_mhz")
+
+
+class ManifestError(ValueError):
+    pass
+
+
+def read_manifest(rtl_dir, keys=MANIFEST_KEYS):
+    """Read rtl_dir/manifest.json; `keys` are the fields the caller relies on (all by default)."""
+    p = Path(rtl_dir) / "manifest.json"
+    if not p.is_file():
+        raise ManifestError(f"{rtl_dir}: no manifest.json (compile the graph with hw.compile first)")
+    try:
+        m = json.loads(p.read_text())
+    except ValueError as e:
+        raise ManifestError(f"{p}: not JSON ({e})") from None
+    missing = [k for k in keys if k not in m]
+    if missing:
+        raise ManifestError(f"{p}: missing keys {', '.join(missing)}")
+    for f in m["files"]:
+        if not (Path(rtl_dir) / f).is_file():
+            raise ManifestError(f"{p}: listed file {f} does not exist")
+    return m
+
+
 def _write(path, text):
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -630,7 +657,7 @@ def compile_graph(onnx_path, out_dir, board=DEFAULT_BOARD, folding=None, target_
     """Graph -> RTL folder. Returns {"manifest", "estimates", "folding", "out_dir"}."""
     b = get_board(board) if isinstance(board, str) else board
     graph = read_graph(onnx_path)
-    fold = _load_folding(folding)
+    fold = load_folding(folding)
     if fold is not None:
         apply_folding(graph, fold)
         est = estimate(graph, b)

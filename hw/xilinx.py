@@ -64,10 +64,11 @@ def synth_xilinx(rtl_dir: Path, work_dir: Path, board: Board, top: str = None) -
         raise FlowError(f"{board.name} is not a Xilinx board")
     rtl_dir, work_dir = Path(rtl_dir).resolve(), Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
+    from hw.compile import ManifestError, read_manifest
     try:
-        manifest = json.loads((rtl_dir / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise FlowError(f"{rtl_dir / 'manifest.json'}: unreadable ({e})") from None
+        manifest = read_manifest(rtl_dir, ("top", "files"))
+    except ManifestError as e:
+        raise FlowError(str(e)) from None
     top = top or manifest.get("top", "bitlens_top")
     srcs = [f for f in manifest["files"] if f.endswith((".v", ".sv"))]
     stat_rel = rel(work_dir / "yosys_stat.json", rtl_dir)

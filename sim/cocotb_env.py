@@ -252,10 +252,8 @@ def _start_clock(dut):
         _clocks["clk"].start()
 
 
-async def reset_wrapper(dut, cycles=5):
-    import cocotb
-    from cocotb.clock import Clock
-    from cocotb.triggers import ClockCycles
+def _hold_reset(dut):
+    """Clock running, reset asserted, every wrapper control input at rest."""
     _start_clock(dut)
     dut.ap_rst_n.value = 0
     dut.load.value = 0
@@ -263,6 +261,11 @@ async def reset_wrapper(dut, cycles=5):
     dut.n_in.value = 0
     dut.idle_level.value = 0
     dut.bp_level.value = 0
+
+
+async def reset_wrapper(dut, cycles=5):
+    from cocotb.triggers import ClockCycles
+    _hold_reset(dut)
     await ClockCycles(dut.ap_clk, cycles)
     dut.ap_rst_n.value = 1
     await ClockCycles(dut.ap_clk, 1)
@@ -387,15 +390,8 @@ def _resolved(sig):
 
 async def check_reset(dut):
     """4-state check (Icarus): during and right after reset the handshake outputs are 0, not X."""
-    from cocotb.clock import Clock
     from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
-    _start_clock(dut)
-    dut.ap_rst_n.value = 0
-    dut.load.value = 0
-    dut.dump.value = 0
-    dut.n_in.value = 0
-    dut.idle_level.value = 0
-    dut.bp_level.value = 0
+    _hold_reset(dut)
     await ClockCycles(dut.ap_clk, 3)
     await ReadOnly()
     for sig in (dut.dut.m_tvalid, dut.dut.s_tready):

@@ -12,37 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from hw import units as U
+from hw.compile import MANIFEST_KEYS, ManifestError, read_manifest  # noqa: F401 (re-exported)
 from sim import cocotb_env as E
 
 try:
     import cocotb
 except ImportError:
     cocotb = None
-
-MANIFEST_KEYS = ("top", "files", "in_width", "in_elem_bits", "in_elems_per_beat", "in_beats", "out_width",
-                 "out_elem_bits", "out_elems_per_beat", "out_beats", "out_signed", "analytic_ii", "clock_mhz")
-
-
-class ManifestError(ValueError):
-    pass
-
-
-def read_manifest(rtl_dir):
-    p = Path(rtl_dir) / "manifest.json"
-    if not p.is_file():
-        raise ManifestError(f"{rtl_dir}: no manifest.json (compile the graph with hw.compile first)")
-    try:
-        m = json.loads(p.read_text())
-    except ValueError as e:
-        raise ManifestError(f"{p}: not JSON ({e})") from None
-    missing = [k for k in MANIFEST_KEYS if k not in m]
-    if missing:
-        raise ManifestError(f"{p}: missing keys {', '.join(missing)}")
-    for f in m["files"]:
-        if not (Path(rtl_dir) / f).is_file():
-            raise ManifestError(f"{p}: listed file {f} does not exist")
-    return m
-
 
 def image_words(images, m):
     flat = np.asarray(images, dtype=np.int64).reshape(len(images), -1)

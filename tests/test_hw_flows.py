@@ -515,9 +515,10 @@ def test_build_xilinx_orchestration(monkeypatch, capsys):
     def fake_compile(model_, board, folding, target_fps):
         out = root / model_ / board.name / "hw"
         write_tiny_rtl(out)
-        (out / "folding.json").write_text(json.dumps({"Defaults": {}, "MVAU_0": {"PE": 1, "SIMD": 4}}))
+        fold = {"Defaults": {}, "MVAU_0": {"PE": 1, "SIMD": 4}}
+        (out / "folding.json").write_text(json.dumps(fold))
         calls.append((model_, board.name, folding, target_fps))
-        return out, {}
+        return out, {"folding": fold}  # compile_graph's result carries the folding it wrote
 
     monkeypatch.setattr(B, "BUILD", root)
     monkeypatch.setattr(B, "compile_rtl", fake_compile)
