@@ -48,7 +48,7 @@ class ThresholdAct(nn.Module):
     """acc -> integer activation v via sorted thresholds; y = a*acc + b drives the backward pass.
     Its output is the feature map GradCAM hooks (values are the integer levels, bits for BNNs)."""
 
-    def __init__(self, T, a, b, act, channels_last):
+    def __init__(self, T, a, b, act):
         super().__init__()
         self.register_buffer("T", torch.tensor(T, dtype=torch.float32))
         self.register_buffer("a", torch.tensor(a, dtype=torch.float32))
@@ -96,8 +96,7 @@ class LinearStage(nn.Module):
             self.register_buffer("coef", torch.from_numpy(np.ascontiguousarray(w4)))
         else:
             self.register_buffer("coef", torch.from_numpy(np.ascontiguousarray(coef.T)))  # (MH, K)
-        self.packed = np.packbits(np.ascontiguousarray(W.T).astype(np.uint8), axis=-1, bitorder="little") if kind == "xnor" else None
-        self.words = _pack_words(W.T) if kind == "xnor" and K % 64 == 0 else None
+        self.words = _pack_words(W.T) if kind == "xnor" else None
 
     def forward(self, v):
         if self.conv:
@@ -120,7 +119,7 @@ class Reference(nn.Module):
         self.in_max = 255 if meta["input_dtype"] == "UINT8" else None
         self.stages = nn.ModuleList()
         self.plan = []  # (kind, index into stages or params)
-        pending_conv = None
+        pending_conv = cur_meta = None
         last_spatial_act = None
         out_scale = out_bias = None
         for node in mw.graph.node:
@@ -139,14 +138,13 @@ class Reference(nn.Module):
                 self.stages.append(LinearStage(W, kind, pending_conv))
                 self.plan.append(("linear", len(self.stages) - 1, node.name))
                 pending_conv = None
-                self._cur_meta = layer_meta.get(node.name)
+                cur_meta = layer_meta.get(node.name)
             elif op == "MultiThreshold":
                 T = mw.get_initializer(node.input[1])
-                lm = self._cur_meta
+                lm = cur_meta
                 if lm is None:
                     raise StreamlineError(f"node {node.name}: no BitLens metadata for its layer")
-                act = ThresholdAct(T, lm["scale"], lm["bias"], dict(lm["act"], theta=lm["theta"]),
-                                   _attr(node, "data_layout") == "NHWC")
+                act = ThresholdAct(T, lm["scale"], lm["bias"], dict(lm["act"], theta=lm["theta"]))
                 self.stages.append(act)
                 self.plan.append(("act", len(self.stages) - 1, node.name))
                 if "kernel" in lm:
@@ -241,7 +239,7 @@ class Reference(nn.Module):
                 elif v.ndim > 2:
                     v = v.reshape(len(v), -1)
                 if st.kind == "xnor":
-                    v = _xnor_popcount(v, st.packed, st.W.shape[0])
+                    v = _xnor_popcount(v, st.words, st.W.shape[0])
                 else:
                     v = v @ st.W.numpy()  # exact: integers < 2^24
             elif kind == "act":
@@ -297,9 +295,12 @@ def _im2col(v, conv):
 
 
 def _pack_words(bits):
-    """{0,1} array (..., K), K % 64 == 0 -> uint64 words (..., K/64), bit i of the row at bit
-    i % 64 of word i // 64."""
+    """{0,1} array (..., K) -> uint64 words (..., ceil(K/64)), bit i of a row at bit i % 64 of
+    word i // 64. Padding bits are 0 on both operands, so they never count as mismatches."""
     b = np.packbits(np.ascontiguousarray(bits).astype(np.uint8), axis=-1, bitorder="little")
+    pad = (-b.shape[-1]) % 8
+    if pad:
+        b = np.pad(b, [(0, 0)] * (b.ndim - 1) + [(0, pad)])
     return np.ascontiguousarray(b).view(np.uint64)
 
 
@@ -320,20 +321,9 @@ def _popcount_words(xw, ww, K, chunk=8192):
     return out.reshape(*lead, len(ww))
 
 
-def _xnor_popcount(bits, wpacked, K, chunk=2048):
-    """bits (..., K) in {0,1}; wpacked (MH, ceil(K/8)) -> popcount of matches (..., MH).
-    Words are 64-bit; padding bits are 0 on both sides and never count as mismatches."""
-    lead = bits.shape[:-1]
-    xb = np.packbits(bits.reshape(-1, K).astype(np.uint8), axis=-1, bitorder="little")
-    nbytes = xb.shape[1]
-    pad = (-nbytes) % 8
-    xw = np.ascontiguousarray(np.pad(xb, ((0, 0), (0, pad)))).view(np.uint64)
-    ww = np.ascontiguousarray(np.pad(wpacked, ((0, 0), (0, pad)))).view(np.uint64)
-    out = np.empty((xw.shape[0], ww.shape[0]), np.float32)
-    for i in range(0, len(xw), chunk):
-        mism = np.bitwise_count(xw[i:i + chunk, None, :] ^ ww[None, :, :]).sum(-1, dtype=np.int32)
-        out[i:i + chunk] = K - mism
-    return out.reshape(*lead, ww.shape[0])
+def _xnor_popcount(bits, wwords, K):
+    """bits (..., K) in {0,1}; wwords (MH, ceil(K/64)) packed weights -> matches (..., MH)."""
+    return _popcount_words(_pack_words(bits), wwords, K)
 
 
 def _maxpool_nhwc(v, k, s):

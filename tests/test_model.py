@@ -228,14 +228,13 @@ def test_guided_mode_changes_gradient(tmp_path):
 
 
 def test_packed_xnor_matches_bipolar_dot():
-    from model.reference import _xnor_popcount
+    from model.reference import _pack_words, _xnor_popcount
     rng = np.random.default_rng(0)
     for K in (1, 7, 64, 65, 784):
         x = rng.integers(0, 2, (5, K))
         w = rng.integers(0, 2, (K, 3))
         x[0] = w[:, 0]          # all match
         x[1] = 1 - w[:, 0]      # all mismatch
-        packed = np.packbits(np.ascontiguousarray(w.T).astype(np.uint8), axis=-1, bitorder="little")
-        P = _xnor_popcount(x, packed, K)
+        P = _xnor_popcount(x, _pack_words(w.T), K)
         expect = ((2 * x - 1) @ (2 * w - 1) + K) / 2
         assert np.array_equal(P, expect) and P[0, 0] == K and P[1, 0] == 0
