@@ -21,6 +21,10 @@ from hw.boards import DEFAULT_BOARD, get_board
 
 ROOT = Path(__file__).resolve().parents[1]
 FIT_LIMIT = 0.8          # fraction of a part's LUT/FF/BRAM the chooser may fill (routing headroom)
+# Without a folding or a target FPS the chooser stays within this share of the part: the fastest
+# design that fits the whole part (e.g. ~50k LUT for TFC on ULX3S) takes an hour to place and to
+# Verilate, while the board's UART caps the useful rate far below it anyway.
+DEFAULT_SHARE = 0.1
 LINK_FIFO_DEPTH = 2
 HOST_OPS = ("Mul", "Add")
 
@@ -455,8 +459,10 @@ def cost(res, board):
     return res["lut"] / board.lut + res["ff"] / board.ff + res["bram"] / max(board.bram, 1)
 
 
-def choose_folding(graph: Graph, board, target_fps=None):
-    """Cheapest folding per MVAU meeting an II; the smallest II that fits the board when no target."""
+def choose_folding(graph: Graph, board, target_fps=None, share=DEFAULT_SHARE):
+    """Cheapest folding per MVAU meeting an II. Without a target: the smallest II whose logic
+    (LUT, FF) stays within `share` of the part and that fits (share=FIT_LIMIT gives the fastest
+    that fits), else the most folded design."""
     kbit = board.bram_kbit
     mvs = graph.mvaus
     cands = {}
@@ -491,12 +497,18 @@ def choose_folding(graph: Graph, board, target_fps=None):
         return
     iis = sorted({o[0] for opts in cands.values() for o in opts})
     floor = max(min(o[0] for o in cands[mv.name]) for mv in mvs)
-    for ii in (x for x in iis if x >= floor):
+    iis = [x for x in iis if x >= floor]
+    for ii in iis:
         pick(ii)
         est = estimate(graph, board)
-        if fits(est, board, FIT_LIMIT):
+        # the weights need their BRAM at any folding: the share bounds the logic only
+        t = est["total"]
+        if t["lut"] <= share * board.lut and t["ff"] <= share * board.ff and fits(est, board, FIT_LIMIT):
             return
-    raise FitError("even the most folded design does not fit: " + _fit_message(estimate(graph, board), board))
+    pick(iis[-1])           # nothing within the share: the most folded design, if it fits at all
+    est = estimate(graph, board)
+    if not fits(est, board, FIT_LIMIT):
+        raise FitError("even the most folded design does not fit: " + _fit_message(est, board))
 
 
 def reference(graph: Graph, images):

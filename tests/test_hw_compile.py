@@ -96,12 +96,27 @@ def test_target_fps_gives_cheapest_folding_meeting_it(graphs, tmp_path):
 
 
 def test_default_folding_is_fastest_that_fits(graphs, tmp_path):
-    r = C.compile_graph(graphs["conv"], tmp_path / "o", board="icebreaker")
+    # the part is the limit when the budget share is the whole part
+    g = C.read_graph(graphs["conv"])
     b = get_board("icebreaker")
-    assert C.fits(r["estimates"], b)
+    C.choose_folding(g, b, share=C.FIT_LIMIT)
+    est = C.estimate(g, b)
+    assert C.fits(est, b, C.FIT_LIMIT)
     # the window generator bounds the II: the MVAU after it is at least as fast
-    g = r["graph"]
-    assert r["estimates"]["analytic_ii"] == max(l.cycles() for l in g.layers)
+    assert est["analytic_ii"] == max(l.cycles() for l in g.layers)
+
+
+def test_default_folding_stays_within_share(graphs, tmp_path):
+    b = get_board("ulx3s")
+    fast = C.read_graph(graphs["mlp"])
+    C.choose_folding(fast, b, share=C.FIT_LIMIT)
+    small = C.read_graph(graphs["mlp"])
+    C.choose_folding(small, b, share=1e-9)           # nothing fits the share: most folded design
+    assert all(mv.pe == 1 and mv.simd == 1 for mv in small.mvaus)
+    r = C.compile_graph(graphs["mlp"], tmp_path / "o", board="ulx3s")
+    est = r["estimates"]
+    assert est["total"]["lut"] <= C.DEFAULT_SHARE * b.lut and C.fits(est, b, C.FIT_LIMIT)
+    assert C.estimate(fast, b)["analytic_ii"] <= est["analytic_ii"] <= C.estimate(small, b)["analytic_ii"]
 
 
 def test_rtl_folder_and_manifest(graphs, tmp_path):
