@@ -47,7 +47,6 @@ module bl_mvau #(
     localparam NT = N_THR > 0 ? N_THR : 1;
     localparam TW = PE * NT * ACC_BITS;
     localparam OW = PE * OUT_BITS;
-    localparam FB = $clog2(OUT_FIFO);
     localparam CB = $clog2(OUT_FIFO + 1);
     localparam integer SF_LAST_I = SF - 1;
     localparam [SFB-1:0] SF_LAST = SF_LAST_I[SFB-1:0];
@@ -222,26 +221,12 @@ module bl_mvau #(
         end
     endgenerate
 
-    // ---------------- output FIFO (credits guarantee it never overflows)
-    reg [OW-1:0] fifo [0:OUT_FIFO-1];
-    reg [FB-1:0] wp, rp;
-    reg [CB-1:0] count;
-    always @(posedge ap_clk) begin
-        if (!ap_rst_n) begin
-            wp <= {FB{1'b0}};
-            rp <= {FB{1'b0}};
-            count <= {CB{1'b0}};
-        end else begin
-            if (v3) begin
-                fifo[wp] <= outv;
-                wp <= wp + 1'b1;
-            end
-            if (pop) rp <= rp + 1'b1;
-            count <= count + {{(CB-1){1'b0}}, v3} - {{(CB-1){1'b0}}, pop};
-        end
-    end
-    assign m_tvalid = (count != {CB{1'b0}});
-    assign m_tdata = fifo[rp];
+    // ---------------- output FIFO: the credits above guarantee room, so its s_tready is not needed
+    wire fifo_room_unused;
+    bl_fifo #(.WIDTH(OW), .DEPTH(OUT_FIFO)) out_fifo (
+        .ap_clk(ap_clk), .ap_rst_n(ap_rst_n),
+        .s_tdata(outv), .s_tvalid(v3), .s_tready(fifo_room_unused),
+        .m_tdata(m_tdata), .m_tvalid(m_tvalid), .m_tready(m_tready));
 endmodule
 
 // Balanced adder tree over N terms of W bits (two's complement, wraps like the accumulator).

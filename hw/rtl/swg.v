@@ -40,7 +40,6 @@ module bl_swg #(
     localparam KB = $clog2(K + 1);
     localparam OB = $clog2(OFM + 1);
     localparam W = SIMD * BITS;
-    localparam FB = $clog2(OUT_FIFO);
     localparam CB = $clog2(OUT_FIFO + 1);
     localparam integer DEPTH_A_I = DEPTH;
     localparam [AB-1:0] DEPTH_A = DEPTH_A_I[AB-1:0];
@@ -168,24 +167,10 @@ module bl_swg #(
         else rv <= rd;
     end
 
-    // ---------------- output FIFO (credits guarantee room)
-    reg [W-1:0] fifo [0:OUT_FIFO-1];
-    reg [FB-1:0] wp, rp;
-    reg [CB-1:0] count;
-    always @(posedge ap_clk) begin
-        if (!ap_rst_n) begin
-            wp <= {FB{1'b0}};
-            rp <= {FB{1'b0}};
-            count <= {CB{1'b0}};
-        end else begin
-            if (rv) begin
-                fifo[wp] <= rdata;
-                wp <= wp + 1'b1;
-            end
-            if (pop) rp <= rp + 1'b1;
-            count <= count + {{(CB-1){1'b0}}, rv} - {{(CB-1){1'b0}}, pop};
-        end
-    end
-    assign m_tvalid = (count != {CB{1'b0}});
-    assign m_tdata = fifo[rp];
+    // ---------------- output FIFO: the credits above guarantee room, so its s_tready is not needed
+    wire fifo_room_unused;
+    bl_fifo #(.WIDTH(W), .DEPTH(OUT_FIFO)) out_fifo (
+        .ap_clk(ap_clk), .ap_rst_n(ap_rst_n),
+        .s_tdata(rdata), .s_tvalid(rv), .s_tready(fifo_room_unused),
+        .m_tdata(m_tdata), .m_tvalid(m_tvalid), .m_tready(m_tready));
 endmodule
