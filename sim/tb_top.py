@@ -34,8 +34,9 @@ def decode_outputs(words, m):
 
 
 def run_top(rtl_dir, images, expected, work_dir, simulator=None, chunk=500, idle_level=0, bp_level=0,
-            progress=True):
-    """Simulate the accelerator in rtl_dir on uint8 images; returns the result dict."""
+            progress=True, keep_outputs=False):
+    """Simulate the accelerator in rtl_dir on uint8 images; returns the result dict (with the
+    decoded output accumulators under "outputs" when keep_outputs)."""
     rtl_dir = Path(rtl_dir).resolve()
     m = read_manifest(rtl_dir)
     work = Path(work_dir).resolve()
@@ -53,8 +54,9 @@ def run_top(rtl_dir, images, expected, work_dir, simulator=None, chunk=500, idle
                            chunk * m["in_beats"], chunk * m["out_beats"], out_beats=m["out_beats"],
                            top_ports=True)
     cfg = dict(manifest=m, chunk=chunk, idle_level=idle_level, bp_level=bp_level, progress=progress,
-               result=str(run_dir / "result.json"))
-    (run_dir / "result.json").unlink(missing_ok=True)
+               result=str(run_dir / "result.json"), outputs=str(run_dir / "outputs.npy") if keep_outputs else None)
+    for stale in ("result.json", "outputs.npy"):
+        (run_dir / stale).unlink(missing_ok=True)
     t0 = time.time()
     sim = None
     err = None
@@ -70,6 +72,8 @@ def run_top(rtl_dir, images, expected, work_dir, simulator=None, chunk=500, idle
     res = json.loads(res_path.read_text())
     res["simulator"] = sim or E.pick_simulator(simulator)
     res["seconds"] = round(time.time() - t0, 2)
+    if keep_outputs and (run_dir / "outputs.npy").is_file():
+        res["outputs"] = np.load(run_dir / "outputs.npy")
     if err is not None and not res.get("stall"):
         res.setdefault("error", str(err).splitlines()[0])
     return res
@@ -92,6 +96,7 @@ if cocotb is not None:
         ii = max(1, int(m["analytic_ii"]))
         per = []
         bad = []
+        kept = []
         await E.reset_wrapper(dut)
         try:
             for start in range(0, n, chunk):
@@ -102,6 +107,8 @@ if cocotb is not None:
                     bp_level=cfg["bp_level"], stall_cycles=max(20000, 20 * ii), step=min(max(256, 4 * ii), 1 << 16),
                     progress=bar, out_beats=m["out_beats"])
                 got = decode_outputs(outs, m)
+                if cfg.get("outputs"):
+                    kept.append(got)
                 exp = expected[start:start + chunk]
                 diff = np.nonzero(np.any(got != exp, axis=1))[0]
                 bad += [int(start + i) for i in diff]
@@ -120,6 +127,8 @@ if cocotb is not None:
         if per:
             res["cycles_per_image"] = sum(k * c for k, c in per) / sum(k for k, _ in per)
             res["efficiency"] = res["cycles_per_image"] / ii
+        if cfg.get("outputs") and kept:
+            np.save(cfg["outputs"], np.concatenate(kept).astype(np.int64))
         tmp = cfg["result"] + ".tmp"
         Path(tmp).write_text(json.dumps(res, indent=1))
         os.replace(tmp, cfg["result"])

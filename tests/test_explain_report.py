@@ -137,7 +137,7 @@ def test_report_end_to_end_on_stand_ins(tmp_path):
     page = (out / "index.html").read_text()
     assert set(doc["methods"]) == {"gradient", "smoothgrad", "gradcam", "integrated_gradients", "guided_backprop",
                                    "occlusion", "lrp", "neuromask"}
-    assert doc["hardware_occlusion_equal"] is None and "sim.occlusion" in doc["hardware"]["hardware_occlusion_reason"]
+    assert doc["hardware_occlusion_equal"] is None and "no streamlined graph" in doc["hardware"]["hardware_occlusion_reason"]
     assert doc["hardware"]["resources"]["data"]["lut"] == 1234
     assert doc["hardware"]["sim"]["status"] == "not run" and "make sim" in doc["hardware"]["sim"]["command"]
     assert set(doc["compared"]) == set(doc["methods"]) | {"lrp_raw"}
