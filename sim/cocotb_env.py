@@ -51,7 +51,12 @@ def setup_verilator() -> bool:
     # big enough for Verilator to use a PCH; a command-line make variable (via MAKEFLAGS) fixes it
     flags = os.environ.get("MAKEFLAGS", "")
     if "CFG_CXXFLAGS_PCH_I" not in flags:
-        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+        flags += " CFG_CXXFLAGS_PCH_I=-include"
+    # optimise only the per-cycle code: the symbol-table constructors cocotb's --public-flat-rw
+    # makes are megabytes for wide PE x SIMD units and take minutes at -O1 (seconds unoptimised)
+    if "OPT_FAST" not in flags:
+        flags += " OPT_FAST=-O1 OPT_SLOW=-O0"
+    os.environ["MAKEFLAGS"] = flags.strip()
     return True
 
 
@@ -100,7 +105,7 @@ def run_cocotb(sources, toplevel, test_module, build_dir, parameters=None, simul
     build_args = []
     if sim == "verilator":
         # width warnings are fixed in the RTL; the generated top and wrapper are lint-clean too
-        build_args = ["-O2", "-Wno-fatal", "-CFLAGS", "-O1"]
+        build_args = ["-O2", "-Wno-fatal"]
     else:
         build_args = ["-g2005"]
     runner.build(sources=[str(s) for s in sources], hdl_toplevel=toplevel, parameters=parameters or {},
