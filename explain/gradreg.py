@@ -7,19 +7,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from explain.methods import guided_hooks
+
 _GUIDED = [False]  # read during backward: one forward graph serves both gradients
-
-
-class _MaybeGuided(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        # expressed in differentiable ops: with create_graph=True the result is itself part of
-        # the graph, so R can be differentiated w.r.t. the model parameters
-        return g.clamp(min=0) if _GUIDED[0] else g
 
 
 def guided_gradient_loss(model, x, y, activations):
@@ -34,7 +24,7 @@ def guided_gradient_loss(model, x, y, activations):
     saved = [(m.momentum, m.num_batches_tracked.clone()) for m in bn]
     for m in bn:
         m.momentum = 0.0
-    handles = [m.register_forward_hook(lambda mod, inp, out: _MaybeGuided.apply(out)) for m in activations]
+    handles = guided_hooks(activations, _GUIDED)
     try:
         xi = x.detach().clone().requires_grad_(True)
         score = model(xi).gather(1, y.reshape(-1, 1)).sum()

@@ -84,20 +84,24 @@ def _integrated_gradients(model, x, t, steps=32, info=None, **_):
 
 
 class _GuidedClamp(torch.autograd.Function):
-    """Identity forward; backward passes only positive gradients (guided backprop's extra rule)."""
+    """Identity forward; backward passes only positive gradients (guided backprop's extra rule)
+    while switch[0] is true, so one forward graph can serve both plain and guided gradients."""
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, switch):
+        ctx.switch = switch
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, g):
-        return g.clamp(min=0)
+        # differentiable ops: with create_graph=True the result stays part of the graph
+        return (g.clamp(min=0) if ctx.switch[0] else g), None
 
 
-def guided_hooks(modules):
-    """Forward hooks that make `modules` (activations) pass only positive gradients backwards."""
-    return [m.register_forward_hook(lambda mod, inp, out: _GuidedClamp.apply(out)) for m in modules]
+def guided_hooks(modules, switch=(True,)):
+    """Forward hooks that make `modules` (activations) pass only positive gradients backwards
+    (while switch[0] is true)."""
+    return [m.register_forward_hook(lambda mod, inp, out: _GuidedClamp.apply(out, switch)) for m in modules]
 
 
 def _guided_backprop(model, x, t, **_):
