@@ -164,14 +164,14 @@ def reference_accs(streamlined: Path, images):
                      ["acc_out"].reshape(-1) for img in images]).astype(np.int64)
 
 
-def _load(model: str, board: str):
-    d = BUILD / model / board
+def _load(model: str, board: str, build=BUILD):
+    d = Path(build) / model / board
     paths = {"resources": d / "resources.json", "manifest": d / "hw" / "rtl" / "manifest.json",
-             "streamlined": BUILD / model / "streamlined.onnx"}
+             "streamlined": Path(build) / model / "streamlined.onnx"}
     for k, p in paths.items():
         if not p.exists():
             hint = "make export" if k == "streamlined" else "make bitstream"
-            raise HostError(f"{p.relative_to(REPO)} missing: run `{hint} MODEL={model}`")
+            raise HostError(f"{p} missing: run `{hint} MODEL={model}`")
     return (json.loads(paths["resources"].read_text()), json.loads(paths["manifest"].read_text()),
             paths["streamlined"])
 
@@ -185,6 +185,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--baud", type=int, help="override the baud recorded in resources.json")
     ap.add_argument("--check", action="store_true", help="compare accumulators with the reference")
+    ap.add_argument("--build-dir", default=str(BUILD), help="build folder (default ./build)")
     args = ap.parse_args(argv)
     ser = None
     try:
@@ -192,7 +193,7 @@ def main(argv=None) -> int:
             raise HostError("--images must be >= 1")
         if not os.path.exists(args.port):
             raise HostError(f"cannot open {args.port}: no such device (is the board plugged in?)")
-        res, manifest, streamlined = _load(args.model, args.board)
+        res, manifest, streamlined = _load(args.model, args.board, args.build_dir)
         baud = args.baud or int(res["uart"]["baud"])
         import onnx
         shape = [d.dim_value for d in onnx.load(str(streamlined)).graph.input[0].type.tensor_type.shape.dim]

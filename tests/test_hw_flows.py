@@ -543,14 +543,24 @@ def test_build_xilinx_orchestration(monkeypatch, capsys):
     assert (finn / "args.txt").read_text().split() == ["build_custom", str(root / model / "kv260" / "finn")]
 
 
-def test_host_cli_on_built_model_over_pty(capsys):
-    """`python -m hw.host` end to end on the built TFC (build/tfc-w1a1/ulx3s) against an emulated
-    board that answers with the reference accumulators: classes printed, --check passes."""
+def test_host_cli_on_built_model_over_pty(capsys, tmp_path):
+    """`python -m hw.host` end to end on a compiled TFC (random weights, own build folder) against
+    an emulated board that answers with the reference accumulators: classes printed, --check
+    passes, the bytes sent are the encoded test images."""
     import threading
+    import torch
     from hw import host
-    d = ROOT / "build" / "tfc-w1a1"
-    if not (d / "ulx3s" / "resources.json").exists() or not (d / "ulx3s" / "hw" / "rtl" / "manifest.json").exists():
-        pytest.skip("run `make bitstream MODEL=tfc-w1a1` first")
+    from hw.compile import compile_graph
+    from model.streamline import streamline
+    from model.zoo import build
+    from tests.test_model import _export, _randomise_bn
+    d = tmp_path / "tfc-w1a1"
+    (d / "ulx3s").mkdir(parents=True)
+    torch.manual_seed(7)
+    streamline(_export(_randomise_bn(build("tfc-w1a1"), seed=7), tmp_path / "q.onnx")).save(str(d / "streamlined.onnx"))
+    compile_graph(d / "streamlined.onnx", d / "ulx3s" / "hw", "ulx3s", target_fps=20000)
+    # the UART settings a bitstream build records; the emulated board needs nothing else
+    (d / "ulx3s" / "resources.json").write_text(json.dumps({"uart": {"baud": 115200}}))
     from model.data import load_split
     m = json.loads((d / "ulx3s" / "hw" / "rtl" / "manifest.json").read_text())
     n = 3
@@ -572,7 +582,8 @@ def test_host_cli_on_built_model_over_pty(capsys):
     t = threading.Thread(target=board, daemon=True)
     t.start()
     try:
-        rc = host.main(["--port", os.ttyname(slave), "--model", "tfc-w1a1", "--images", str(n), "--check"])
+        rc = host.main(["--port", os.ttyname(slave), "--model", "tfc-w1a1", "--images", str(n), "--check",
+                        "--build-dir", str(tmp_path)])
     finally:
         os.close(slave)
         os.close(master)
