@@ -32,18 +32,47 @@ def export_qonnx_file(net, path: Path):
     os.replace(tmp, path)
 
 
-def qonnx_accumulators(graph, images, batch=100, quiet=False):
+def _qonnx_one_by_one(args):
+    path, images = args
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    g = ModelWrapper(path)
+    return np.concatenate([execute_onnx(g, {"global_in": im[None].astype(np.float32)},
+                                        return_full_exec_context=True)["acc_out"] for im in images])
+
+
+def qonnx_accumulators(graph, images, batch=100, quiet=False, jobs=None):
     """Run the streamlined graph with qonnx's execute_onnx; returns acc_out (N, classes)."""
     from qonnx.core.onnx_exec import execute_onnx
-    # qonnx's MaxPoolNHWC mis-executes batches > 1 here, so pooled graphs go one image at a time
-    if any(n.op_type == "MaxPoolNHWC" for n in graph.graph.node):
-        batch = 1
+    if any(n.op_type == "Im2Col" for n in graph.graph.node):
+        # qonnx's Im2Col only executes batch 1 correctly (it interleaves images otherwise), and a
+        # CNV image takes ~1 s there (its XNOR matmul and value checks are pure Python/numpy):
+        # one image per call, spread over all cores
+        return _qonnx_parallel(graph, images, quiet, jobs or os.cpu_count() or 1)
     batched = {}
     out = []
     for i in tqdm(range(0, len(images), batch), desc="qonnx execute_onnx", disable=quiet, file=sys.stderr):
         xb = images[i:i + batch].astype(np.float32)
         g = batched.setdefault(len(xb), with_batch(graph, len(xb)) if len(xb) != 1 else graph)
         out.append(execute_onnx(g, {"global_in": xb}, return_full_exec_context=True)["acc_out"])
+    return np.rint(np.concatenate(out)).astype(np.int64)
+
+
+def _qonnx_parallel(graph, images, quiet, jobs, chunk=20):
+    import multiprocessing as mp
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        path = str(Path(d) / "g.onnx")
+        graph.save(path)
+        parts = [(path, images[i:i + chunk]) for i in range(0, len(images), chunk)]
+        bar = tqdm(total=len(images), desc=f"qonnx execute_onnx ({jobs} processes)", unit="img",
+                   disable=quiet, file=sys.stderr)
+        with mp.get_context("fork").Pool(jobs) as pool:
+            out = []
+            for r in pool.imap(_qonnx_one_by_one, parts):
+                out.append(r)
+                bar.update(len(r))
+        bar.close()
     return np.rint(np.concatenate(out)).astype(np.int64)
 
 
