@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from qonnx.core.modelwrapper import ModelWrapper
 
+from model import xnor_kernel
 from model.streamline import StreamlineError, metadata
 
 
@@ -241,7 +242,7 @@ class Reference(nn.Module):
                 if st.kind == "xnor":
                     v = _xnor_popcount(v, st.words, st.W.shape[0])
                 else:
-                    v = v @ st.W.numpy()  # exact: integers < 2^24
+                    v = v.astype(np.float32, copy=False) @ st.W.numpy()  # exact: integers < 2^24
             elif kind == "act":
                 T = self.stages[arg].T.numpy()
                 if margins is not None:
@@ -250,7 +251,7 @@ class Reference(nn.Module):
                     d = np.where(np.isfinite(d), d, np.inf)
                     margins.append(d.reshape(len(v), -1).min(1))
                 if T.shape[1] == 1:
-                    v = (v >= T[:, 0]).astype(np.float32)
+                    v = v >= T[:, 0]    # stays bool: packing and OR-pooling read it directly
                 else:
                     v = (v[..., None] >= T).sum(-1).astype(np.float32)
             elif kind == "pool":
@@ -310,6 +311,8 @@ def _popcount_words(xw, ww, K, chunk=8192):
     keeps every pass contiguous (a broadcast over the short word axis is several times slower)."""
     lead = xw.shape[:-1]
     xw = xw.reshape(-1, xw.shape[-1])
+    if xnor_kernel.available():
+        return xnor_kernel.xnor_gemm(xw, ww, K).reshape(*lead, len(ww))
     out = np.empty((len(xw), len(ww)), np.float32)
     wt = np.ascontiguousarray(ww.T)
     for i in range(0, len(xw), chunk):
