@@ -609,7 +609,7 @@ def _top_verilog(graph: Graph, in_w_pad, out_w_pad, mem):
         cur = inst("bl_fifo", dict(WIDTH=l.in_elems * cur_bits, DEPTH=link_fifo_depth(l)), f"u_fifo_{tag}", cur,
                    l.in_elems * cur_bits)
         if isinstance(l, SWG):
-            p = dict(IFM=l.ifm, C=l.c, K=l.k, S=l.s, SIMD=l.simd, BITS=l.bits)
+            p = dict(IFM=l.ifm, C=l.c, K=l.k, S=l.s, SIMD=l.simd, BITS=l.bits, BUF_ROWS=U.swg_buf_rows(l.k, l.s))
             cur = inst("bl_swg", p, f"u_{tag}", cur, l.simd * l.bits)
         elif isinstance(l, Pool):
             p = dict(IFM=l.ifm, C=l.c, K=l.k, PE=l.pe, BITS=l.bits)

@@ -203,6 +203,11 @@ def swg_ref(images, k, s):
     return out
 
 
+def swg_buf_rows(k, s):
+    """Line-buffer rows of bl_swg (its BUF_ROWS default): K in use plus the next image's first K."""
+    return k + max(k, s)
+
+
 def swg_cycles(ifm, c, k, s, simd):
     """Steady-state cycles per image: the reader emits OFM^2 K^2 C/SIMD beats, one per cycle, unless
     input (IFM^2 C/SIMD beats) is slower; (K-S) rows of the next image wait for the last row."""
@@ -215,7 +220,7 @@ def swg_cycles(ifm, c, k, s, simd):
 
 def swg_resources(ifm, c, k, s, simd, bits, kbit=18):
     cf = c // simd
-    depth = (k + s) * ifm * cf
+    depth = swg_buf_rows(k, s) * ifm * cf
     ml, mb = memory_cost(depth, simd * bits, kbit)
     ab = unsigned_bits(depth)
     lut = 80 + 6 * ab + ml + simd * bits * OUT_FIFO_SWG // 4

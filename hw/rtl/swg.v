@@ -4,7 +4,9 @@
 // Output: for each output pixel (row-major) its patch in (kh, kw, c) order, c innermost, SIMD
 // channels per beat: the order of qonnx Im2Col. The line buffer holds BUF_ROWS image rows in a
 // circular memory; rows are tracked across image boundaries, so the writer fills the next image's
-// first rows while the reader is still on the last output row of the current one.
+// first rows while the reader is still on the last output row of the current one. The default
+// leaves room for all K rows the next image's first window needs: a slow producer then never
+// makes the consumer wait at image boundaries.
 module bl_swg #(
     parameter IFM = 8,
     parameter C = 1,
@@ -12,7 +14,7 @@ module bl_swg #(
     parameter S = 1,
     parameter SIMD = 1,
     parameter BITS = 1,
-    parameter BUF_ROWS = K + S,
+    parameter BUF_ROWS = K + (K > S ? K : S),
     parameter OUT_FIFO = 4
 ) (
     input  wire                  ap_clk,
