@@ -88,6 +88,33 @@ def verilog_string(s) -> str:
     return '"' + str(s) + '"'
 
 
+# cocotb builds Verilator models with --public-flat-rw, which keeps every internal signal
+# addressable and makes a CNV accelerator simulate ~10x slower. The testbenches touch only the
+# wrapper's signals and the device's stream handshakes, so only those are made public.
+PUBLIC_VLT = """`verilator_config
+public_flat_rw -module "bl_tb_wrap" -var "*"
+public_flat_rw -module "*" -var "m_t*"
+public_flat_rw -module "*" -var "s_tready"
+"""
+
+
+def _public_signals(build_dir):
+    path = Path(build_dir) / "bl_public.vlt"
+    if not path.is_file() or path.read_text() != PUBLIC_VLT:
+        path.write_text(PUBLIC_VLT)
+    return path
+
+
+def _without_public_flat_rw(runner):
+    build_command = runner._build_command
+
+    def command():
+        cmds = build_command()
+        cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+        return cmds
+    runner._build_command = command
+
+
 def run_cocotb(sources, toplevel, test_module, build_dir, parameters=None, simulator=None,
                config=None, test_dir=None, test_log=True, extra_env=None):
     """Build (incrementally) and run one cocotb test module; raise SimulationFailed on failures.
@@ -106,6 +133,8 @@ def run_cocotb(sources, toplevel, test_module, build_dir, parameters=None, simul
     if sim == "verilator":
         # width warnings are fixed in the RTL; the generated top and wrapper are lint-clean too
         build_args = ["-O2", "-Wno-fatal"]
+        sources = [_public_signals(build_dir)] + list(sources)   # cocotb reads the language off the last
+        _without_public_flat_rw(runner)
     else:
         build_args = ["-g2005"]
     runner.build(sources=[str(s) for s in sources], hdl_toplevel=toplevel, parameters=parameters or {},
