@@ -6,6 +6,9 @@ IMAGES  ?= 1000
 DATASET ?= mnist
 SEEDS   ?= 0 1 2
 VERIFY  ?=
+FOLDING ?=
+FPS     ?=
+HWOPTS   = $(if $(FOLDING),--folding $(FOLDING)) $(if $(FPS),--target-fps $(FPS))
 TWIN    := $(shell echo $(MODEL) | sed -E 's/-w[0-9]a[0-9]$$/-fp/')
 export YOWASP_CACHE_DIR := $(CURDIR)/.cache/yowasp
 export PYTHONDONTWRITEBYTECODE := 1
@@ -30,19 +33,19 @@ export: setup
 	$(PY) -m model.export --model $(MODEL) --dataset $(DATASET) $(if $(VERIFY),--verify-images $(VERIFY))
 
 bitstream: setup
-	$(PY) -m hw.build --model $(MODEL) --board $(BOARD)
+	$(PY) -m hw.build --model $(MODEL) --board $(BOARD) $(HWOPTS)
 
 sim: setup
-	$(PY) -m sim.run --model $(MODEL) --board $(BOARD) --images $(IMAGES) $(if $(RTL),--rtl $(RTL))
+	$(PY) -m sim.run --model $(MODEL) --board $(BOARD) --images $(IMAGES) $(if $(RTL),--rtl $(RTL),$(HWOPTS))
 
 # The report compares BNN and twin over SEEDS; missing seeds are trained and exported first
-# (seed 0 is verified on the full test set by `make export`, extra seeds on 1000 images).
+# (seed 0 is verified on the full test set by `make export`, extra seeds on 200 images).
 seeds: setup
 	@for s in $(SEEDS); do \
 	  $(PY) -m model.train --model $(MODEL) --dataset $(DATASET) --seed $$s || exit 1; \
 	  $(PY) -m model.train --model $(TWIN) --dataset $(DATASET) --seed $$s || exit 1; \
 	  [ -f build/$(MODEL)/$$( [ $$s = 0 ] || echo seed$$s/)streamlined.onnx ] || \
-	    $(PY) -m model.export --model $(MODEL) --dataset $(DATASET) --seed $$s --verify-images 1000 || exit 1; \
+	    $(PY) -m model.export --model $(MODEL) --dataset $(DATASET) --seed $$s --verify-images 200 || exit 1; \
 	done
 
 report: seeds
@@ -51,9 +54,13 @@ report: seeds
 reports: seeds
 	$(PY) -m explain.report --model $(MODEL) --board all
 
+# The main job on the embedded MNIST: train, export + verify on the full test set, simulate the
+# whole test set on the accelerator, build the ULX3S bitstream, and write the report.
 demo: setup
-	$(PY) -m model.train --model tfc-w1a1
-	$(PY) -m model.export --model tfc-w1a1
+	$(MAKE) --no-print-directory train export MODEL=tfc-w1a1
+	$(MAKE) --no-print-directory sim MODEL=tfc-w1a1 BOARD=ulx3s IMAGES=all
+	$(MAKE) --no-print-directory bitstream MODEL=tfc-w1a1 BOARD=ulx3s
+	$(MAKE) --no-print-directory report MODEL=tfc-w1a1 BOARD=ulx3s
 
 test: setup
 	$(PY) -m pytest -q -m "not slow" tests
@@ -63,6 +70,7 @@ test-all: setup
 
 bench: setup
 	$(PY) -m model.bench
+	$(PY) -m hw.bench --board $(BOARD)
 	$(PY) -m explain.bench
 
 clean:

@@ -11,6 +11,7 @@ build/<M>/<B>/hw/), then
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from hw.boards import BOARDS, DEFAULT_BOARD, get_board
@@ -46,6 +47,7 @@ def compile_rtl(model: str, board, folding, target_fps):
 
 
 def build(model: str, board_name: str, folding_path=None, target_fps=None, baud=None, freq_mhz=None) -> int:
+    t0 = time.time()
     board = get_board(board_name)
     streamlined = BUILD / model / "streamlined.onnx"
     if not streamlined.exists():
@@ -64,6 +66,7 @@ def build(model: str, board_name: str, folding_path=None, target_fps=None, baud=
                             affine=output_affine(streamlined))
         res["led_class_exact"] = res["wrapper_params"].get("USE_RANK") == 1 or output_affine_exact(streamlined)
         res["model"] = model
+        res["seconds"] = round(time.time() - t0, 1)
         atomic_write_json(board_dir / "resources.json", res)
         print(f"bitstream: {(board_dir / 'bitstream.bit').relative_to(REPO)}  "
               f"(program: openFPGALoader -b {board.name} {(board_dir / 'bitstream.bit').relative_to(REPO)}; "
@@ -72,7 +75,10 @@ def build(model: str, board_name: str, folding_path=None, target_fps=None, baud=
 
     from hw.finn_folder import run_finn, write_finn_folder
     from hw.xilinx import xilinx_resources
-    xilinx_resources(hw_dir / "rtl", board_dir, board)
+    from hw.bitstream import atomic_write_json
+    res = xilinx_resources(hw_dir / "rtl", board_dir, board)
+    res["seconds"] = round(time.time() - t0, 1)      # compile + synth_xilinx
+    atomic_write_json(board_dir / "resources.json", res)
     folder = write_finn_folder(model, board, board_dir / "finn", BUILD / model / "model.qonnx.onnx", info["folding"],
                                target_fps=target_fps, folding_source=str((hw_dir / "folding.json").relative_to(REPO)))
     print(f"[finn] wrote {folder.relative_to(REPO)}/: model.onnx, dataflow_build_config.json, "

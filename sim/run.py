@@ -1,6 +1,7 @@
 """Simulate a BitLens accelerator on test images and prove it equals the streamlined graph.
 
-    python -m sim.run --model M --board B --images N|all [--rtl FOLDER] [--simulator verilator|icarus]
+    python -m sim.run --model M --board B --images N|all [--rtl FOLDER | --folding F | --target-fps N]
+                      [--simulator verilator|icarus]
 
 Writes build/<M>/<B>/sim.json: images, equal, cycles_per_image (steady state), analytic_ii,
 simulator, seconds."""
@@ -82,7 +83,7 @@ def test_images(graph_path, count, seed=0):
 
 
 def run(model, board, images="all", rtl=None, simulator=None, graph=None, out_dir=None, chunk=500,
-        idle_level=0, bp_level=0, progress=True, folding=None):
+        idle_level=0, bp_level=0, progress=True, folding=None, target_fps=None):
     from hw.compile import compile_graph
     from sim import cocotb_env as E
     from sim.tb_top import run_top
@@ -95,7 +96,7 @@ def run(model, board, images="all", rtl=None, simulator=None, graph=None, out_di
         raise RunError(f"--images must be a positive number or 'all', got {images}")
     sim = E.pick_simulator(simulator)
     if rtl is None:
-        compile_graph(graph, base / "hw", board, folding=folding)
+        compile_graph(graph, base / "hw", board, folding=folding, target_fps=target_fps)
         rtl = base / "hw" / "rtl"
     x, source = test_images(graph, count)
     exp, ref_name = expected_outputs(graph, x)
@@ -119,10 +120,12 @@ def main(argv=None):
     ap.add_argument("--graph", help="streamlined graph (default build/<model>/streamlined.onnx)")
     ap.add_argument("--out", help="output folder (default build/<model>/<board>)")
     ap.add_argument("--folding", help="FINN-format folding JSON for the compiler")
+    ap.add_argument("--target-fps", type=float, help="let the compiler pick the folding for this rate")
     ap.add_argument("--chunk", type=int, default=500, help="images per streamed chunk")
     a = ap.parse_args(argv)
     try:
-        res = run(a.model, a.board, a.images, a.rtl, a.simulator, a.graph, a.out, a.chunk, folding=a.folding)
+        res = run(a.model, a.board, a.images, a.rtl, a.simulator, a.graph, a.out, a.chunk, folding=a.folding,
+                  target_fps=a.target_fps)
     except (ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
