@@ -13,7 +13,7 @@ TWIN    := $(shell echo $(MODEL) | sed -E 's/-w[0-9]a[0-9]$$/-fp/')
 export YOWASP_CACHE_DIR := $(CURDIR)/.cache/yowasp
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test test-all train export seeds bitstream sim report reports bench clean
+.PHONY: setup demo test test-all train export seeds bitstream sim gradreg report reports bench clean
 
 setup: .venv/.stamp
 
@@ -47,6 +47,11 @@ seeds: setup
 	  [ -f build/$(MODEL)/$$( [ $$s = 0 ] || echo seed$$s/)streamlined.onnx ] || \
 	    $(PY) -m model.export --model $(MODEL) --dataset $(DATASET) --seed $$s --verify-images 200 || exit 1; \
 	done
+
+# BNN and twin trained with the guided-gradient loss vs plain (build/gradreg/<model>/study.json;
+# the report shows it)
+gradreg: setup
+	$(PY) -m explain.gradreg_study --model $(MODEL)
 
 report: seeds
 	$(PY) -m explain.report --model $(MODEL) --board $(BOARD)

@@ -611,8 +611,42 @@ def render_html(res, board, hw, hw_equal, hw_reason, figs):
             else:
                 P.append(f"<tr><td>{kind.upper()}</td><td>{r['seed']}</td><td>{r['features']}</td><td>{_fmt(r['mean_subset_size'])}</td>"
                          f"<td>{e(' '.join(str(v) for v in r['subset_sizes'].values()))}</td><td>{_fmt(r['full_accuracy'])}</td><td>{_fmt(r['restricted_accuracy'])}</td><td>{e(r['ranked_by'])}</td></tr>")
-    P.append(f"</table><p><small>computed in {res['seconds']} s</small></p></body></html>")
+    P.append("</table>")
+    P.append(_gradreg_html(res.get("gradient_regularisation") or {}, e))
+    P.append(f"<p><small>computed in {res['seconds']} s</small></p></body></html>")
     return "\n".join(P)
+
+
+GRADREG_ROWS = (("cosine_gradient_vs_guided", "cos(gradient, guided backprop) ↑"),
+                ("total_variation", "total variation of gradient maps ↓"),
+                ("high_frequency_energy", "high-frequency energy ↓"),
+                ("deletion_auc", "deletion AUC ↓"), ("insertion_auc", "insertion AUC ↑"))
+
+
+def _gradreg_html(study, e):
+    head = "<h2>Gradient regularisation (plain input gradient pulled towards guided backprop)</h2>"
+    if study.get("status") == "not run":
+        return head + f"<p>not run: <code>{e(study['command'])}</code></p>"
+    P = [head, f"<p>lambda {_fmt(study['lam'])}, {study['images']} images; mean [95 % bootstrap interval], "
+               "paired Wilcoxon p</p><table><tr><th>model</th><th>metric</th><th>plain</th><th>regularised</th><th>p</th></tr>"]
+    for kind, k in study["kinds"].items():
+        for key, label in GRADREG_ROWS:
+            a, b = k[key]["plain"], k[key]["gradreg"]
+            P.append(f"<tr><td>{e(k['name'])}</td><td>{e(label)}</td><td>{_fmt(a['mean'])} [{_fmt(a['ci'][0])}, {_fmt(a['ci'][1])}]</td>"
+                     f"<td>{_fmt(b['mean'])} [{_fmt(b['ci'][0])}, {_fmt(b['ci'][1])}]</td><td>{_fmt(k[key]['p_wilcoxon'])}</td></tr>")
+        acc = k["test_accuracy"]
+        P.append(f"<tr><td>{e(k['name'])}</td><td>test accuracy</td><td>{_fmt(acc['plain'])}</td><td>{_fmt(acc['gradreg'])}</td><td></td></tr>")
+    return "\n".join(P) + "</table>"
+
+
+def gradreg_study(model, root):
+    path = Path(root) / "gradreg" / model / "study.json"
+    if not path.is_file():
+        return dict(status="not run", command=f"make gradreg MODEL={model}")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        return dict(status="not run", command=f"make gradreg MODEL={model}  ({path} unreadable: {err})")
 
 
 def _jsonable(o):
@@ -643,6 +677,7 @@ def write_report(res, board, root):
     # ~200 copies of each image: two images keep the simulation to minutes
     n_hw = res["options"].get("hardware_occlusion", {}).get("images") or (10 if _is_mlp(res["model"]) else 2)
     hw_equal, hw_reason = hardware_occlusion(res, res["model"], board, occ["patch"], occ["stride"], root, n_hw)
+    res["gradient_regularisation"] = gradreg_study(res["model"], root)
     figs = _figures(res)
     doc = _jsonable(dict(res, board=board, hardware=dict(hw, hardware_occlusion_equal=hw_equal,
                                                          hardware_occlusion_reason=hw_reason)))

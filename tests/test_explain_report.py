@@ -139,6 +139,7 @@ def test_report_end_to_end_on_stand_ins(tmp_path):
                                    "occlusion", "lrp", "neuromask"}
     assert doc["hardware_occlusion_equal"] is None and "no streamlined graph" in doc["hardware"]["hardware_occlusion_reason"]
     assert doc["hardware"]["resources"]["data"]["lut"] == 1234
+    assert doc["gradient_regularisation"] == {"status": "not run", "command": "make gradreg MODEL=tfc-w1a1"}
     assert doc["hardware"]["sim"]["status"] == "not run" and "make sim" in doc["hardware"]["sim"]["command"]
     assert set(doc["compared"]) == set(doc["methods"]) | {"lrp_raw"}
     for m in doc["methods"]:

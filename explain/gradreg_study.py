@@ -1,0 +1,144 @@
+"""Gradient-regularisation study: `python -m explain.gradreg_study --model tfc-w1a1 [--lam 7.5e-3]`.
+
+Trains the BNN and its full-precision twin with the guided-gradient loss (explain.gradreg, via
+`model.train --gradreg`) into build/gradreg/<model>/, then compares each with its plain-trained
+seed 0 on the same test images: test accuracy; how much the plain input gradient resembles
+guided backprop (cosine and Spearman of the two maps); noise (total variation, high-frequency
+energy) and faithfulness (deletion / insertion AUC) of the gradient maps, with 95 % intervals
+(bootstrap over images) and paired Wilcoxon tests. The BNN is measured on its bit-exact reference (streamlined here).
+Writes build/gradreg/<model>/study.json; the report shows it when present."""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from explain import metrics as M
+from explain.methods import attribute
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "build"
+LAMBDA = 7.5e-3      # the paper's weight
+
+
+def study_root(root=None):
+    return Path(root or BUILD) / "gradreg"
+
+
+def _train_variant(name, lam, root, progress, epochs=None, limit=None):
+    from model.train import train
+    out = root / name
+    train(name, gradreg=lam, out=out, quiet=not progress, epochs=epochs, limit=limit)
+    return out
+
+
+def _reference_of(name, out):
+    """Bit-exact reference of a BNN trained into `out` (its streamlined graph; made there first
+    when `make export` has not run)."""
+    from model import zoo
+    from model.export import export_qonnx_file
+    from model.reference import Reference
+    from model.streamline import streamline
+    graph = out / "streamlined.onnx"
+    if not graph.is_file():
+        net = zoo.load_checkpoint(out / "model.pt", name)
+        model = zoo.build(name, net.get("dataset", "mnist"))
+        model.load_state_dict(net["state_dict"])
+        export_qonnx_file(model.eval(), out / "model.qonnx.onnx")
+        tmp = out / "streamlined.tmp.onnx"
+        streamline(out / "model.qonnx.onnx", name).save(str(tmp))
+        os.replace(tmp, graph)
+    return Reference(str(graph)).eval()
+
+
+def _summary(values):
+    m, lo, hi = M.bootstrap_ci(np.asarray(values, dtype=np.float64))     # over images
+    return dict(mean=float(m), ci=[float(lo), float(hi)])
+
+
+def measure(net, x, y, steps):
+    grad = attribute("gradient", net, x, y)
+    guided = attribute("guided_backprop", net, x, y)
+    g, gb = grad.flatten(1).double(), guided.flatten(1).double()
+    cos = torch.nn.functional.cosine_similarity(g, gb, dim=1, eps=1e-12).numpy()
+    with torch.no_grad():
+        acc = float((net(x).argmax(1) == y).float().mean())
+    return dict(eval_accuracy=acc, cosine_gradient_vs_guided=cos, spearman_gradient_vs_guided=M.spearman(grad, guided),
+                total_variation=M.total_variation(grad), high_frequency_energy=M.high_frequency_energy(grad),
+                deletion_auc=M.deletion_auc(net, x, grad, y, steps=steps),
+                insertion_auc=M.insertion_auc(net, x, grad, y, steps=steps))
+
+
+def run(model, lam=LAMBDA, n_images=100, root=None, steps=28, progress=True, epochs=None, limit=None):
+    """epochs/limit: training length of the regularised models (default: the plain defaults)."""
+    from explain.report import Sources
+    from model import zoo
+    twin = zoo.twin_of(model)
+    base_root, reg_root = Path(root or BUILD), study_root(root)
+    t0 = time.time()
+    x, y, _ = Sources(base_root).eval_data(model, n_images)
+    doc = dict(model=model, twin=twin, lam=lam, images=n_images, kinds={})
+    for kind, name in (("bnn", model), ("fp", twin)):
+        if not (zoo.model_dir(name, 0, base_root) / "model.pt").is_file():
+            raise ValueError(f"{name} is not trained (run `make train MODEL={name}`)")
+        out = _train_variant(name, lam, reg_root, progress, epochs, limit)
+        if kind == "bnn":
+            plain, reg = _reference_of(name, zoo.model_dir(name, 0, base_root)), _reference_of(name, out)
+        else:
+            plain, reg = zoo.load_trained(name, 0, base_root), zoo.load_trained(name, 0, reg_root)
+        rows = {}
+        for variant, net in (("plain", plain), ("gradreg", reg)):
+            rows[variant] = measure(net, x, y, steps)
+            acc = json.loads(((zoo.model_dir(name, 0, base_root) if variant == "plain" else out) / "train.json").read_text())
+            rows[variant]["test_accuracy"] = acc.get("test_accuracy")
+        k = dict(name=name, measured_on="bit-exact reference" if kind == "bnn" else "float model")
+        for metric in ("cosine_gradient_vs_guided", "spearman_gradient_vs_guided", "total_variation",
+                       "high_frequency_energy", "deletion_auc", "insertion_auc"):
+            a, b = rows["plain"][metric], rows["gradreg"][metric]
+            p, effect = M.wilcoxon(b, a)
+            k[metric] = dict(plain=_summary(a), gradreg=_summary(b), p_wilcoxon=p, effect_gradreg_gt_plain=effect)
+        for metric in ("test_accuracy", "eval_accuracy"):
+            k[metric] = dict(plain=rows["plain"][metric], gradreg=rows["gradreg"][metric])
+        doc["kinds"][kind] = k
+    doc["seconds"] = round(time.time() - t0, 1)
+    path = reg_root / model / "study.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, path)
+    return doc, path
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="tfc-w1a1")
+    ap.add_argument("--lam", type=float, default=LAMBDA, help="weight of the guided-gradient loss")
+    ap.add_argument("--images", type=int, default=100)
+    a = ap.parse_args(argv)
+    try:
+        from model import zoo
+        if zoo.parse_name(a.model)[3] is None:
+            raise ValueError(f"--model takes the BNN ({zoo.twin_of(a.model)}); its twin is studied alongside")
+        if a.lam <= 0 or a.images < 1:
+            raise ValueError("--lam and --images must be positive")
+        doc, path = run(a.model, a.lam, a.images)
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for kind, k in doc["kinds"].items():
+        c = k["cosine_gradient_vs_guided"]
+        print(f"{k['name']}: cos(gradient, guided) {c['plain']['mean']:.3f} -> {c['gradreg']['mean']:.3f} "
+              f"(p {c['p_wilcoxon']:.2g}); TV {k['total_variation']['plain']['mean']:.4f} -> "
+              f"{k['total_variation']['gradreg']['mean']:.4f}; deletion AUC {k['deletion_auc']['plain']['mean']:.3f} -> "
+              f"{k['deletion_auc']['gradreg']['mean']:.3f}; test accuracy {k['test_accuracy']['plain']} -> "
+              f"{k['test_accuracy']['gradreg']}")
+    print(f"-> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
