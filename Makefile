@@ -32,10 +32,15 @@ train: setup
 export: setup
 	$(PY) -m model.export --model $(MODEL) --dataset $(DATASET) $(if $(VERIFY),--verify-images $(VERIFY))
 
-bitstream: setup
+# sim, bitstream and demo need the streamlined graph: train and export it when it is missing
+build/%/streamlined.onnx: | setup
+	$(PY) -m model.train --model $* --dataset $(DATASET)
+	$(PY) -m model.export --model $* --dataset $(DATASET) $(if $(VERIFY),--verify-images $(VERIFY))
+
+bitstream: setup build/$(MODEL)/streamlined.onnx
 	$(PY) -m hw.build --model $(MODEL) --board $(BOARD) $(HWOPTS)
 
-sim: setup
+sim: setup build/$(MODEL)/streamlined.onnx
 	$(PY) -m sim.run --model $(MODEL) --board $(BOARD) --images $(IMAGES) $(if $(RTL),--rtl $(RTL),$(HWOPTS))
 
 # The report compares BNN and twin over SEEDS; missing seeds are trained and exported first
