@@ -22,7 +22,7 @@ class RunError(ValueError):
 
 
 def expected_outputs(graph_path, images):
-    """Final accumulators of the streamlined graph: the lead's Reference when present, else qonnx."""
+    """Final accumulators of the streamlined graph: the bit-exact reference for BitLens graphs, else qonnx."""
     try:
         from model.reference import Reference
     except ImportError:

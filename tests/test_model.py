@@ -1,6 +1,7 @@
 """Foundation: data, zoo, training, streamlining, the bit-exact reference."""
 import gzip
 import json
+import os
 import pickle
 import struct
 
@@ -11,6 +12,7 @@ import torch.nn as nn
 
 from model import data as D
 from model import zoo
+from model.export import qonnx_accumulators
 from model.reference import Reference
 from model.streamline import StreamlineError, streamline
 
@@ -172,6 +174,11 @@ def _check_bit_exact(net, path, n=16, seed=0):
     for i in range(n):
         q = execute_onnx(g, {"global_in": x[i:i + 1].astype(np.float32)}, return_full_exec_context=True)
         assert np.array_equal(q["acc_out"][0], acc[i]), f"image {i}: qonnx {q['acc_out'][0]} != reference {acc[i]}"
+    # export's fast path (qonnx without its per-node rounding, conv graphs image by image over
+    # processes) agrees too and leaves qonnx's setting as it was
+    before = os.environ.get("SANITIZE_QUANT_TENSORS")
+    assert np.array_equal(qonnx_accumulators(g, x, quiet=True), acc)
+    assert os.environ.get("SANITIZE_QUANT_TENSORS") == before
     xf = torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32)) / 256
     with torch.no_grad():
         b = net(xf).numpy()
