@@ -43,25 +43,33 @@ def _qonnx_one_by_one(args):
 
 
 @contextlib.contextmanager
-def _unsanitized():
-    """qonnx rounds every integer-annotated tensor before and after each node and checks the
-    rounding error with a Python-level max() over the tensor: ~90 % of a CNV image's execution
-    time. The streamlined graph holds exact integers, so the rounding is a no-op; without it the
-    comparison with the reference is, if anything, stricter (nothing is rounded into agreement)."""
-    old = os.environ.get("SANITIZE_QUANT_TENSORS")
-    os.environ["SANITIZE_QUANT_TENSORS"] = "0"
+def _env(**values):
+    """Set environment variables for a block (and for processes started inside it)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if old is None:
-            del os.environ["SANITIZE_QUANT_TENSORS"]
-        else:
-            os.environ["SANITIZE_QUANT_TENSORS"] = old
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# qonnx rounds every integer-annotated tensor before and after each node and checks the rounding
+# error with a Python-level max() over the tensor: ~90 % of a CNV image's execution time. The
+# streamlined graph holds exact integers, so the rounding is a no-op; without it the comparison
+# with the reference is, if anything, stricter (nothing is rounded into agreement).
+UNSANITIZED = dict(SANITIZE_QUANT_TENSORS="0")
+# one BLAS thread per worker process: several multi-threaded BLAS pools on 2 cores spin against
+# each other (measured 4x slower than single-threaded workers)
+ONE_THREAD = dict(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
 def qonnx_accumulators(graph, images, batch=100, quiet=False, jobs=None):
     """Run the streamlined graph with qonnx's execute_onnx; returns acc_out (N, classes)."""
-    with _unsanitized():
+    with _env(**UNSANITIZED):
         return _qonnx_accumulators(graph, images, batch, quiet, jobs)
 
 
@@ -89,7 +97,8 @@ def _qonnx_parallel(graph, images, quiet, jobs, chunk=20):
         parts = [(path, images[i:i + chunk]) for i in range(0, len(images), chunk)]
         bar = tqdm(total=len(images), desc=f"qonnx execute_onnx ({jobs} processes)", unit="img",
                    disable=quiet, file=sys.stderr)
-        with mp.get_context("fork").Pool(jobs) as pool:
+        # spawned (not forked) workers read the thread limits when they load numpy
+        with _env(**ONE_THREAD), mp.get_context("spawn").Pool(jobs) as pool:
             out = []
             for r in pool.imap(_qonnx_one_by_one, parts):
                 out.append(r)
