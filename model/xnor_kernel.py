@@ -18,21 +18,36 @@ import numpy as np
 SOURCE = r"""
 #include <stdint.h>
 /* out[m, n] = K - sum_k popcount(x[m, k] ^ w[n, k]): matches of two {0,1} vectors packed
-   little-endian into 64-bit words (padding bits 0 on both sides). */
+   little-endian into 64-bit words (padding bits 0 on both sides). Blocks of 4 rows x 4 weight
+   rows keep 16 sums in registers, so every word loaded serves four popcounts. Rows past the
+   end of a block repeat a valid row and are never stored. */
 void xnor_gemm(const uint64_t *x, const uint64_t *w, float *out,
                int64_t M, int64_t N, int64_t Kw, int64_t K)
 {
     /* threads only pay off on conv-sized work; small calls would just wake them */
     #pragma omp parallel for schedule(static) if (M * N * Kw > (1 << 20))
-    for (int64_t m = 0; m < M; m++) {
-        const uint64_t *xr = x + m * Kw;
-        float *o = out + m * N;
-        for (int64_t n = 0; n < N; n++) {
-            const uint64_t *wr = w + n * Kw;
-            int64_t mism = 0;
-            for (int64_t k = 0; k < Kw; k++)
-                mism += __builtin_popcountll(xr[k] ^ wr[k]);
-            o[n] = (float)(K - mism);
+    for (int64_t m0 = 0; m0 < M; m0 += 4) {
+        int64_t mr = M - m0 < 4 ? M - m0 : 4;
+        const uint64_t *xr[4];
+        for (int i = 0; i < 4; i++) xr[i] = x + (m0 + (i < mr ? i : 0)) * Kw;
+        for (int64_t n0 = 0; n0 < N; n0 += 4) {
+            int64_t nr = N - n0 < 4 ? N - n0 : 4;
+            const uint64_t *wr[4];
+            for (int j = 0; j < 4; j++) wr[j] = w + (n0 + (j < nr ? j : 0)) * Kw;
+            int64_t mism[4][4] = {{0}};
+            for (int64_t k = 0; k < Kw; k++) {
+                uint64_t w0 = wr[0][k], w1 = wr[1][k], w2 = wr[2][k], w3 = wr[3][k];
+                for (int i = 0; i < 4; i++) {
+                    uint64_t xv = xr[i][k];
+                    mism[i][0] += __builtin_popcountll(xv ^ w0);
+                    mism[i][1] += __builtin_popcountll(xv ^ w1);
+                    mism[i][2] += __builtin_popcountll(xv ^ w2);
+                    mism[i][3] += __builtin_popcountll(xv ^ w3);
+                }
+            }
+            for (int i = 0; i < mr; i++)
+                for (int j = 0; j < nr; j++)
+                    out[(m0 + i) * N + n0 + j] = (float)(K - mism[i][j]);
         }
     }
 }

@@ -245,3 +245,17 @@ def test_packed_xnor_matches_bipolar_dot():
         P = _xnor_popcount(x, _pack_words(w.T), K)
         expect = ((2 * x - 1) @ (2 * w - 1) + K) / 2
         assert np.array_equal(P, expect) and P[0, 0] == K and P[1, 0] == 0
+
+
+def test_native_xnor_gemm_block_edges():
+    """The native kernel works in 4x4 blocks: every remainder of rows and weight rows counts."""
+    from model import xnor_kernel
+    if not xnor_kernel.available():
+        pytest.skip("no C compiler: the reference runs on its numpy path")
+    rng = np.random.default_rng(1)
+    for M, N, Kw in [(1, 1, 1), (5, 3, 2), (9, 7, 9), (4, 8, 3), (6, 13, 1)]:
+        x = rng.integers(0, 2**63, (M, Kw), dtype=np.uint64)
+        w = rng.integers(0, 2**63, (N, Kw), dtype=np.uint64)
+        K = 64 * Kw
+        expect = K - np.bitwise_count(x[:, None, :] ^ w[None, :, :]).sum(-1)
+        assert np.array_equal(xnor_kernel.xnor_gemm(x, w, K), expect.astype(np.float32)), (M, N, Kw)
