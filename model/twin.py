@@ -11,18 +11,32 @@ import torch.nn as nn
 
 
 class Sign(nn.Module):
-    """Quantised activation on the pre-activation y: r = s * (m * #(y >= theta_k) + o)."""
+    """Quantised activation on the pre-activation y: r = s * (m * #(y >= theta_ck) + o).
+
+    theta (C, L) holds, per channel, the y-value midway between the integer accumulators on
+    either side of each integer threshold T: y = a*acc + b crosses it exactly where acc >= T
+    flips, with half an accumulator step of margin. The real-valued thresholds of the float
+    model would put ties (acc within rounding of the boundary) on either side."""
 
     def __init__(self, theta, act):
         super().__init__()
-        self.register_buffer("theta", torch.tensor(theta, dtype=torch.float32))
+        self.register_buffer("theta", torch.as_tensor(theta, dtype=torch.float32))
         self.s, self.m, self.o = act["scale"], act["mult"], act["offset"]
-        self.relu = act.get("relu", False)
 
     def forward(self, y):
-        yy = y.clamp(min=0) if self.relu else y
-        count = (yy.unsqueeze(-1) >= self.theta).sum(-1).to(y.dtype)
+        theta = self.theta.view(1, self.theta.shape[0], *([1] * (y.dim() - 2)), self.theta.shape[1])
+        count = (y.unsqueeze(-1) >= theta).sum(-1).to(y.dtype)
         return self.s * (self.m * count + self.o)
+
+
+def exact_thresholds(T, a, b, theta, relu=False):
+    """Per-channel y-space thresholds equivalent to "acc >= T" (T (C, L) integers, y = a*acc + b
+    with a >= 0 after the streamliner's sign flips). A channel with a = 0 is constant: on for
+    level k iff b >= theta_k (or relu with theta_k <= 0), as the streamliner decided it."""
+    T, a, b, theta = (np.asarray(v, np.float64) for v in (T, a, b, theta))
+    mid = a[:, None] * (T - 0.5) + b[:, None]
+    on = (b[:, None] >= theta[None, :]) | (relu & (theta[None, :] <= 0))
+    return np.where((a == 0)[:, None], np.where(on, -np.inf, np.inf), mid)
 
 
 class NHWCFlatten(nn.Module):
@@ -83,7 +97,9 @@ def build_twin(ref, canonized=True):
             if lm["thresh"] is None:
                 break
             act = lm["act"]
-            layers.append(Sign(lm["theta"], act))
+            thr = ref.stages[arg + 1]
+            layers.append(Sign(exact_thresholds(thr.T.numpy(), lm["scale"], lm["bias"], lm["theta"],
+                                                act.get("relu", False)), act))
             if ref.gradcam_layer is ref.stages[arg + 1]:
                 gradcam_index = len(layers) - 1
             s_in, m_in, o_in = act["scale"], act["mult"], act["offset"]

@@ -259,3 +259,24 @@ def test_native_xnor_gemm_block_edges():
         K = 64 * Kw
         expect = K - np.bitwise_count(x[:, None, :] ^ w[None, :, :]).sum(-1)
         assert np.array_equal(xnor_kernel.xnor_gemm(x, w, K), expect.astype(np.float32)), (M, N, Kw)
+
+
+def test_twin_thresholds_decide_ties_like_the_integers():
+    """Where a threshold lands exactly on an accumulator value (a tie), float arithmetic of
+    y = a*acc + b may fall on either side of the real threshold; the twin's thresholds sit half
+    an accumulator step away, so its sign always equals the reference's acc >= T."""
+    from model.twin import exact_thresholds
+    rng = np.random.default_rng(2)
+    acc = np.arange(-300, 301, dtype=np.float64)
+    a = rng.uniform(0.01, 3, 40)
+    b = rng.normal(0, 5, 40)
+    k = rng.integers(-250, 250, 40)
+    theta = np.array([0.0])
+    b = theta[0] - a * k                      # the real threshold sits exactly on acc = k
+    T = np.ceil((theta[0] - b) / a)[:, None]
+    mid = exact_thresholds(T, a, b, theta)
+    y = (a[:, None].astype(np.float32) * acc[None].astype(np.float32) + b[:, None].astype(np.float32))
+    assert np.array_equal(y >= mid.astype(np.float32), acc[None] >= T)
+    # constant channels (a = 0) stay on or off as their bias says
+    const = exact_thresholds(np.array([[0.0], [5.0]]), np.zeros(2), np.array([1.0, -1.0]), theta)
+    assert const[0, 0] == -np.inf and const[1, 0] == np.inf
