@@ -534,6 +534,39 @@ def _flat(d, prefix=""):
     return out
 
 
+def _hw_summary(hw, hw_equal, hw_reason):
+    """The few hardware numbers a reader wants first: fit, clock, rate, and the proofs of equality."""
+    e = html.escape
+    res, sim, est = (hw[k].get("data") if hw.get(k, {}).get("status") == "ok" else None
+                     for k in ("resources", "sim", "estimates"))
+    rows = []
+    if res:
+        rows.append(("device", f"{e(str(res.get('board')))}: {e(str(res.get('part')))} {e(str(res.get('package', '')))} "
+                               f"<small>({e(str(res.get('flow', '')))})</small>"))
+        used, avail = res.get("used", {}), res.get("available", {})
+        est_total = (est or {}).get("total", {})
+        for k in ("lut", "ff", "bram", "dsp"):
+            if used.get(k) is not None:
+                share = f" ({100 * used[k] / avail[k]:.1f} %)" if avail.get(k) else ""
+                guess = f" <small>analytic estimate {est_total[k]}</small>" if est_total.get(k) is not None else ""
+                rows.append((k.upper(), f"{used[k]} / {avail.get(k, '?')}{share}{guess}"))
+        if res.get("fmax_mhz") is not None:
+            rows.append(("Fmax", f"{_fmt(res['fmax_mhz'])} MHz <small>(clock {_fmt((est or {}).get('clock_mhz'))} MHz)</small>"))
+    if est:
+        rows.append(("initiation interval", f"{est.get('analytic_ii')} cycles; {_fmt(est.get('fps'), 1)} images/s at "
+                                            f"{_fmt(est.get('clock_mhz'))} MHz; latency {est.get('latency_cycles')} cycles"))
+    if sim:
+        ok = "ok" if sim.get("equal") else "no"
+        rows.append(("simulation", f"<span class={ok}>{sim.get('images')} test images, equal to the reference: "
+                                   f"{sim.get('equal')}</span> ({e(str(sim.get('simulator')))}, {_fmt(sim.get('seconds'), 1)} s)"))
+        rows.append(("measured cycles/image", f"{_fmt(sim.get('cycles_per_image'), 1)} vs analytic {sim.get('analytic_ii')}"))
+    rows.append(("occlusion on hardware", f"{_fmt(hw_equal)} <small>{e(hw_reason)}</small>"))
+    for key, v in hw.items():
+        if v["status"] != "ok":
+            rows.append((key, f"{e(v['status'])}: <code>{e(v.get('command', v.get('reason', '')))}</code>"))
+    return "<table>" + "".join(f"<tr><th>{e(a)}</th><td>{b}</td></tr>" for a, b in rows) + "</table>"
+
+
 def render_html(res, board, hw, hw_equal, hw_reason, figs):
     e = html.escape
     P = []
@@ -553,14 +586,13 @@ def render_html(res, board, hw, hw_equal, hw_reason, figs):
         for s, a in res["accuracy"][kind].items():
             P.append(f"<tr><td>{e(res['model'] if kind == 'bnn' else res['twin'])}</td><td>{s}</td><td>{_fmt(a['eval_subset'])}</td><td>{_fmt(a['test'])}</td></tr>")
     P.append(f"</table><img src='data:image/png;base64,{figs['accuracy']}'>")
-    P.append("<h2>Hardware</h2><table><tr><th>source</th><th>field</th><th>value</th></tr>")
+    P.append("<h2>Hardware</h2>" + _hw_summary(hw, hw_equal, hw_reason))
+    P.append("<details><summary>every hardware field</summary><table><tr><th>source</th><th>field</th><th>value</th></tr>")
     for key, v in hw.items():
         if v["status"] == "ok":
-            for k, val in _flat(v["data"])[:40]:
+            for k, val in _flat(v["data"]):
                 P.append(f"<tr><td>{e(key)}</td><td>{e(k)}</td><td>{_fmt(val)}</td></tr>")
-        else:
-            P.append(f"<tr><td>{e(key)}</td><td colspan=2>{e(v['status'])}: <code>{e(v.get('command', v.get('reason', '')))}</code></td></tr>")
-    P.append(f"<tr><td>occlusion</td><td>hardware_occlusion_equal</td><td>{_fmt(hw_equal)} <small>{e(hw_reason)}</small></td></tr></table>")
+    P.append("</table></details>")
     P.append("<h2>Findings (Widdicombe &amp; Julier 2021) as numbers</h2><table><tr><th>claim</th><th>numbers</th><th>verdict</th></tr>")
     for k, fd in res["findings"].items():
         nums = {a: b for a, b in _flat(fd) if a not in ("claim", "verdict", "rule")}

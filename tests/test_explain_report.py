@@ -176,3 +176,20 @@ def test_cli_rejects_bad_arguments(capsys):
     assert "BNN" in capsys.readouterr().err
     assert R.main(["--model", "tfc-w1a1", "--methods", "gradient,magic"]) == 1
     assert "unknown method" in capsys.readouterr().err
+
+
+def test_hardware_summary_shows_fit_rate_and_equality():
+    ok = lambda d: dict(status="ok", data=d)
+    hw = dict(resources=ok(dict(board="ulx3s", part="LFE5U-85F", used=dict(lut=10609, ff=2050, bram=20, dsp=0),
+                                available=dict(lut=83640, ff=83640, bram=208, dsp=156), fmax_mhz=41.28)),
+              sim=dict(status="not run", command="make sim MODEL=tfc-w1a1 BOARD=ulx3s"),
+              estimates=ok(dict(analytic_ii=196, fps=127551.0, clock_mhz=25.0, latency_cycles=612,
+                                total=dict(lut=7374, ff=2184, bram=18))))
+    page = R._hw_summary(hw, True, "1700 images")
+    assert "10609 / 83640 (12.7 %)" in page and "analytic estimate 7374" in page
+    assert "41.280 MHz" in page and "196 cycles" in page
+    assert "make sim MODEL=tfc-w1a1 BOARD=ulx3s" in page and "equal to the reference" not in page
+    hw["sim"] = ok(dict(images=10000, equal=False, simulator="verilator", seconds=54.8, cycles_per_image=196.0,
+                        analytic_ii=196))
+    page = R._hw_summary(hw, None, "")
+    assert "<span class=no>10000 test images, equal to the reference: False" in page
