@@ -9,6 +9,7 @@ therefore touches only a few scalar signals per chunk instead of every beat.
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -113,6 +114,13 @@ def _without_public_flat_rw(runner):
         cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
         return cmds
     runner._build_command = command
+
+
+def stop_simulator_with_us():
+    """Let SIGTERM (kill, a job scheduler) end a running simulation like Ctrl-C does: the runner's
+    subprocess.run kills the simulator on KeyboardInterrupt, which a bare SIGTERM would skip,
+    leaving the simulator running on its own."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def run_cocotb(sources, toplevel, test_module, build_dir, parameters=None, simulator=None,

@@ -59,6 +59,8 @@ def run(model, board, images, base_images, graph=None, out_dir=None, folding=Non
 
 
 def main(argv=None):
+    from sim.cocotb_env import stop_simulator_with_us
+    stop_simulator_with_us()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--board", default="ulx3s")
@@ -90,6 +92,9 @@ def main(argv=None):
     except (ValueError, RuntimeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; the simulator was stopped", file=sys.stderr)
+        return 130
     out = dict(model=a.model, board=a.board, patch=a.patch, stride=a.stride,
                **{k: v for k, v in hw.items() if not k.endswith("logits") and k != "accumulators"},
                map_max_abs_diff=float((hw_map - ref_map).abs().max()))

@@ -111,6 +111,8 @@ def run(model, board, images="all", rtl=None, simulator=None, graph=None, out_di
 
 
 def main(argv=None):
+    from sim.cocotb_env import stop_simulator_with_us
+    stop_simulator_with_us()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--board", default="ulx3s")
@@ -129,6 +131,9 @@ def main(argv=None):
     except (ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; the simulator was stopped", file=sys.stderr)
+        return 130
     cpi = res.get("cycles_per_image")
     print(f"{res['images']} images ({res['images_source']}), equal: {res['equal']}, "
           f"cycles/image {cpi if cpi is None else round(cpi, 2)} vs analytic II {res['analytic_ii']}, "
