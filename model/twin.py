@@ -100,7 +100,7 @@ def build_twin(ref, canonized=True):
             thr = ref.stages[arg + 1]
             layers.append(Sign(exact_thresholds(thr.T.numpy(), lm["scale"], lm["bias"], lm["theta"],
                                                 act.get("relu", False)), act))
-            if ref.gradcam_layer is ref.stages[arg + 1]:
+            if ref.gradcam_layer is thr:
                 gradcam_index = len(layers) - 1
             s_in, m_in, o_in = act["scale"], act["mult"], act["offset"]
         elif kind == "pool":
