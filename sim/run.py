@@ -4,7 +4,7 @@
                       [--simulator verilator|icarus]
 
 Writes build/<M>/<B>/sim.json: images, equal, cycles_per_image (steady state), analytic_ii,
-simulator, seconds."""
+simulator, seconds (with the build), stream_seconds (streaming alone)."""
 import argparse
 import json
 import os
@@ -137,7 +137,7 @@ def main(argv=None):
     cpi = res.get("cycles_per_image")
     print(f"{res['images']} images ({res['images_source']}), equal: {res['equal']}, "
           f"cycles/image {cpi if cpi is None else round(cpi, 2)} vs analytic II {res['analytic_ii']}, "
-          f"{res['simulator']}, {res['seconds']} s")
+          f"{res['simulator']}, {res['seconds']} s ({res.get('stream_seconds')} s streaming)")
     if res.get("stall"):
         print(f"error: {res['stall']}", file=sys.stderr)
     return 0 if res["equal"] else 1

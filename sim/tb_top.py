@@ -98,6 +98,7 @@ if cocotb is not None:
         bad = []
         kept = []
         await E.reset_wrapper(dut)
+        t_stream = time.time()
         try:
             for start in range(0, n, chunk):
                 imgs = images[start:start + chunk]
@@ -122,6 +123,8 @@ if cocotb is not None:
         finally:
             if bar is not None:
                 bar.close()
+        # wall time of the streaming alone: the build and the simulator's start are not in it
+        res["stream_seconds"] = round(time.time() - t_stream, 4)
         res["mismatched_images"] = len(bad)
         res["equal"] = not bad and res["stall"] is None
         if per:

@@ -30,8 +30,9 @@ def _run(name, maker, fold, images, **kw):
                 chunk=kw.pop("chunk", 500), **kw)
     saved = json.loads((WORK / name / "sim.json").read_text())
     assert saved["equal"] == res["equal"] and saved["images"] == images
-    for key in ("images", "equal", "cycles_per_image", "analytic_ii", "simulator", "seconds"):
+    for key in ("images", "equal", "cycles_per_image", "analytic_ii", "simulator", "seconds", "stream_seconds"):
         assert key in saved
+    assert 0 <= saved["stream_seconds"] <= saved["seconds"]   # the build is outside the streaming time
     return res
 
 
