@@ -1,8 +1,10 @@
 """The bit-exact reference, built from the streamlined graph (never from the Brevitas model).
 
-- `predict_int(x_uint8_nhwc)`: the fast path. First layer: exact integer GEMM (all values are
-  integers below 2^24, so float32 BLAS is exact); binary layers: XNOR + popcount on bit-packed
-  64-bit words; thresholds; OR-pooling. Returns the accumulators the accelerator streams out.
+- `predict_int(x_uint8_nhwc)`: the fast path. Every layer is one native kernel call on a batch
+  (model/kernels.py): integer dot products for the 8-bit first layer, XNOR + popcount on
+  bit-packed 64-bit words for binary layers, each binary activation's threshold fused into the
+  layer that feeds it, OR-pooling on the packed words. Returns the accumulators the accelerator
+  streams out. Without a C compiler the same integers come from numpy (`_predict_batch`).
 - `forward(x)`: the differentiable path for explain/, x float (N, C, H, W) with pixel = byte/256.
   Forward values are the same integers; backward is the straight-through estimator Brevitas trains
   with (identity through rounding, zeroed where the pre-activation leaves the quantiser's range),
@@ -16,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from qonnx.core.modelwrapper import ModelWrapper
 
-from model import xnor_kernel
+from model import kernels
 from model.streamline import StreamlineError, metadata
 
 
@@ -99,6 +101,61 @@ class LinearStage(nn.Module):
             self.register_buffer("coef", torch.from_numpy(np.ascontiguousarray(coef.T)))  # (MH, K)
         self.words = _pack_words(W.T) if kind == "xnor" else None
 
+    def native_step(self, dtype, bits, group, thr):
+        """This layer as one native kernel call: a function of a batch h (integer values of
+        `dtype`, or packed bits with `group` bits per word group), thr the real thresholds of a
+        fused binary activation or None. The function returns packed bits of acc >= thr (then
+        `bits` of the result is True) or int32 accumulators."""
+        pre = []
+        if self.kind == "xnor" and not bits:   # {0,1} values: pack each pixel's channels / each row
+            K = self.W.shape[0]
+            group = K if self.conv is None else K // (self.conv["kernel"][0] * self.conv["kernel"][1])
+            pre.append(_pack_words)
+            dtype = np.dtype(np.uint64)
+        elif self.kind == "int" and bits:
+            pre.append(lambda h: _unpack_words(h, group).astype(np.int16))
+            dtype = np.dtype(np.int16)
+        if self.conv and any(self.conv["pads"]):
+            p, v = self.conv["pads"], int(self.conv.get("pad_value", 0))
+            pre.append(lambda h: np.pad(h, ((0, 0), (p[0], p[2]), (p[1], p[3]), (0, 0)), constant_values=v))
+        layer = self._native_layer(dtype, group, thr)
+        conv = self.conv is not None
+
+        def step(h, ptr):
+            if pre:
+                for f in pre:
+                    h = f(h)
+                ptr = None
+            if conv:
+                return layer(h, ptr)
+            out, ptr = layer(h.reshape(len(h), 1, 1, -1), ptr)
+            return out.reshape(len(h), -1), ptr
+        return step, thr is not None
+
+    def _native_layer(self, dtype, group, thr):
+        """The kernel for this layer's weights and input: XNOR-popcount for binary layers; for
+        integer ones, bytes (the 8-bit first layer) take a byte multiply-add kernel, the
+        short-window one when int16 sums suffice, everything else the int16 kernel."""
+        K, MH = self.W.shape
+        W = self.W.numpy()
+        conv = self.conv or dict(kernel=[1, 1], stride=[1, 1])
+        geo = dict(kernel=conv["kernel"], stride=conv["stride"], thr=None if thr is None else kernels.int_thresholds(thr))
+        if self.kind == "xnor":
+            g = group if self.conv is None else K // (conv["kernel"][0] * conv["kernel"][1])
+            words = _pack_words(W.T.reshape(MH, K // g, g)).reshape(MH, -1)
+            return kernels.Layer("xnor", kernels.xnor_weights(words), MH, (K,), **geo)
+        short = kernels.u8_short_weights(W) if dtype == np.uint8 else None
+        if short is not None:   # few inputs per window: 64 neurons at a time in int16
+            w8, Kp = short
+            geo["thr"] = None if thr is None else kernels.int_thresholds(thr, np.int16)
+            return kernels.Layer("u8_short", w8, MH, (Kp,), **geo)
+        small = kernels.u8_weights(W) if dtype == np.uint8 else None
+        if small is not None:   # bytes against small weights: the byte multiply-add kernel
+            w8, Kp, span = small
+            return kernels.Layer("u8", w8, MH, (Kp, span), **geo)
+        w, Kp = kernels.int_weights(W)
+        return kernels.Layer("int", w, MH, (Kp,), **geo)
+
     def forward(self, v):
         if self.conv:
             p = self.conv["pads"]
@@ -170,7 +227,27 @@ class Reference(nn.Module):
         # GradCAM: the last activation with spatial extent before the last pooling, if any conv
         self.gradcam_layer = getattr(self, "gradcam_candidate", None) or last_spatial_act
         self.classes = int(meta["classes"])
+        self.native_ok = self._native_supported()
+        self._program = None
         self.eval()
+
+    def _native_supported(self):
+        """Whether every layer fits the native kernels: 8-bit input, int16 weights, int32 sums,
+        unpadded binary convolutions (a pad has no bit in the packed words)."""
+        if self.in_max != 255:
+            return False
+        vmax = 255   # largest input value of the next integer layer
+        for kind, arg, _ in self.plan:
+            if kind == "linear":
+                st = self.stages[arg]
+                if st.kind == "xnor" and st.conv and any(st.conv["pads"]):
+                    return False
+                wmax = float(st.W.abs().max())
+                if st.kind == "int" and (wmax > 2**15 - 1 or st.W.shape[0] * vmax * wmax >= 2**31 - 2):
+                    return False
+            elif kind == "act":
+                vmax = self.stages[arg].T.shape[1]
+        return True
 
     @classmethod
     def load(cls, path):
@@ -215,14 +292,14 @@ class Reference(nn.Module):
         return (self.forward(x) - self.out_bias) / self.out_scale
 
     # --------------------------------------------------------------- fast path
-    @torch.no_grad()
     def predict_int(self, images, batch=256):
         """uint8 (N, H, W, C) (or (N, K)) -> int64 accumulators (N, classes), bit-exact."""
         images = np.asarray(images)
-        outs = []
-        for i in range(0, len(images), batch):
-            outs.append(self._predict_batch(images[i:i + batch]))
-        return np.concatenate(outs) if outs else np.zeros((0, self.classes), np.int64)
+        fast = kernels.available() and self.native_ok and images.dtype == np.uint8
+        step = self._native_batch if fast else self._predict_batch
+        if len(images) <= batch:
+            return step(images) if len(images) else np.zeros((0, self.classes), np.int64)
+        return np.concatenate([step(images[i:i + batch]) for i in range(0, len(images), batch)])
 
     def _predict_batch(self, x, margins=None):
         v = x.astype(np.float32).reshape(len(x), *self.input_shape)
@@ -259,6 +336,54 @@ class Reference(nn.Module):
             elif kind == "flatten":
                 v = v.reshape(len(v), -1)
         return np.rint(v).astype(np.int64)
+
+    def _native_batch(self, x):
+        """The same integers as _predict_batch, a native kernel per layer."""
+        if self._program is None:
+            self._program = self._native_program()
+        h, ptr = x.reshape(len(x), *self.input_shape), None
+        for step in self._program:
+            h, ptr = step(h, ptr)   # ptr: h's address when a kernel wrote it (else None)
+        return h.astype(np.int64)   # a copy: kernels reuse their output buffers
+
+    def _native_program(self):
+        """The plan as a list of batch -> batch steps, each layer bound to its kernel once.
+        Activations travel as integer values (n, H, W, C) / (n, K) (bytes into the first layer,
+        as they are) or as packed bits: words per pixel (n, H, W, Cw) or per row (n, Kw), each
+        group of `group` bits padded to whole words, so a pixel's words stay together through
+        NHWC flattening."""
+        steps, plan, i = [], self.plan, 0
+        dtype, bits, group, ndim = np.dtype(np.uint8), False, None, 1 + len(self.input_shape)
+        while i < len(plan):
+            kind, arg, _ = plan[i]
+            if kind == "linear":
+                st = self.stages[arg]
+                nxt = plan[i + 1] if i + 1 < len(plan) else None
+                act = self.stages[nxt[1]] if nxt and nxt[0] == "act" else None
+                thr = act.T.numpy()[:, 0] if act is not None and act.T.shape[1] == 1 else None
+                if not st.conv and ndim > 2:
+                    steps.append(_flatten)   # NHWC flatten: words of a pixel stay together
+                    ndim = 2
+                step, bits = st.native_step(dtype, bits, group, thr)
+                steps.append(step)
+                group = st.W.shape[1] if bits else None
+                dtype = np.dtype(np.uint64 if bits else np.int32)
+                i += 2 if thr is not None else 1
+                continue
+            if kind == "act":
+                T = self.stages[arg].T.numpy()
+                steps.append(lambda h, ptr, T=T: ((h[..., None] >= T).sum(-1, dtype=np.int16), None))
+                dtype = np.dtype(np.int16)
+            elif kind == "pool":
+                if bits:
+                    steps.append(lambda h, ptr, arg=arg: (kernels.or_pool(h, *arg), None))
+                else:
+                    steps.append(lambda h, ptr, arg=arg: (_maxpool_nhwc(h, *arg), None))
+            elif kind == "flatten":
+                steps.append(_flatten)
+                ndim = 2
+            i += 1
+        return steps
 
     @torch.no_grad()
     def tie_margin(self, images, batch=256):
@@ -305,14 +430,25 @@ def _pack_words(bits):
     return np.ascontiguousarray(b).view(np.uint64)
 
 
+def _flatten(h, ptr):
+    return h.reshape(len(h), -1), ptr   # contiguous: a view at the same address
+
+
+def _unpack_words(words, group):
+    """Inverse of _pack_words for rows of `group` bits: (..., Kw) words -> (..., K) {0,1}."""
+    b = np.unpackbits(np.ascontiguousarray(words).view(np.uint8), axis=-1, bitorder="little")
+    b = b.reshape(*b.shape[:-1], -1, 64 * -(-group // 64))[..., :group]
+    return b.reshape(*b.shape[:-2], -1)
+
+
 def _popcount_words(xw, ww, K, chunk=8192):
     """xw (..., Kw) and ww (MH, Kw) packed words -> matches K - popcount(x ^ w), float32 (..., MH).
     One word position at a time: an outer XOR of (rows x MH) words, popcounted and accumulated,
     keeps every pass contiguous (a broadcast over the short word axis is several times slower)."""
     lead = xw.shape[:-1]
     xw = xw.reshape(-1, xw.shape[-1])
-    if xnor_kernel.available():
-        return xnor_kernel.xnor_gemm(xw, ww, K).reshape(*lead, len(ww))
+    if kernels.available():
+        return kernels.xnor_gemm(xw, ww, K).reshape(*lead, len(ww))
     out = np.empty((len(xw), len(ww)), np.float32)
     wt = np.ascontiguousarray(ww.T)
     for i in range(0, len(xw), chunk):

@@ -249,8 +249,8 @@ def test_packed_xnor_matches_bipolar_dot():
 
 def test_native_xnor_gemm_block_edges():
     """The native kernel works in 4x4 blocks: every remainder of rows and weight rows counts."""
-    from model import xnor_kernel
-    if not xnor_kernel.available():
+    from model import kernels
+    if not kernels.available():
         pytest.skip("no C compiler: the reference runs on its numpy path")
     rng = np.random.default_rng(1)
     for M, N, Kw in [(1, 1, 1), (5, 3, 2), (9, 7, 9), (4, 8, 3), (6, 13, 1)]:
@@ -258,7 +258,7 @@ def test_native_xnor_gemm_block_edges():
         w = rng.integers(0, 2**63, (N, Kw), dtype=np.uint64)
         K = 64 * Kw
         expect = K - np.bitwise_count(x[:, None, :] ^ w[None, :, :]).sum(-1)
-        assert np.array_equal(xnor_kernel.xnor_gemm(x, w, K), expect.astype(np.float32)), (M, N, Kw)
+        assert np.array_equal(kernels.xnor_gemm(x, w, K), expect.astype(np.float32)), (M, N, Kw)
 
 
 def test_twin_thresholds_decide_ties_like_the_integers():

@@ -1,0 +1,633 @@
+"""Native kernels of the bit-exact reference.
+
+Two whole-layer kernels read a batch of NHWC feature maps in place (a window of kh x kw pixels
+at a stride, or one row per image for a fully connected layer: H = W = kh = kw = 1), keep each
+output in registers and, for a binary activation, compare it with its integer threshold and
+write the packed bit straight into the next layer's input words:
+
+- `xnor_layer`: XNOR-popcount of bit-packed words (binary weights and activations).
+- `int_layer`: integer dot products (the 8-bit first layer, layers behind multi-bit activations).
+
+`xnor_gemm` is the plain packed GEMM the numpy path of the reference uses. Everything is
+compiled once with the C compiler Verilator needs anyway, cached under .cache/bitlens/, and
+loaded with ctypes; without a compiler `available()` is False and the reference stays on numpy.
+The results are identical integers either way."""
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+# Output neurons are processed in blocks of NB, rows (output pixels) in blocks of R; weights are
+# stored block-interleaved so one block reads one contiguous run per k.
+R, NB = 4, 8
+SOURCE = r"""
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+#define R 4
+#define NB 8
+
+/* out[m, n] = K - sum_k popcount(x[m, k] ^ w[n, k]): matches of two {0,1} vectors packed
+   little-endian into 64-bit words (padding bits 0 on both sides). Blocks of 4 rows x 4 weight
+   rows keep 16 sums in registers, so every word loaded serves four popcounts. */
+void xnor_gemm(const uint64_t *x, const uint64_t *w, float *out,
+               int64_t M, int64_t N, int64_t Kw, int64_t K)
+{
+    #pragma omp parallel for schedule(static) if (M * N * Kw > (1 << 20))
+    for (int64_t m0 = 0; m0 < M; m0 += 4) {
+        int64_t mr = M - m0 < 4 ? M - m0 : 4;
+        const uint64_t *xr[4];
+        for (int i = 0; i < 4; i++) xr[i] = x + (m0 + (i < mr ? i : 0)) * Kw;
+        for (int64_t n0 = 0; n0 < N; n0 += 4) {
+            int64_t nr = N - n0 < 4 ? N - n0 : 4;
+            const uint64_t *wr[4];
+            for (int j = 0; j < 4; j++) wr[j] = w + (n0 + (j < nr ? j : 0)) * Kw;
+            int64_t mism[4][4] = {{0}};
+            for (int64_t k = 0; k < Kw; k++) {
+                uint64_t w0 = wr[0][k], w1 = wr[1][k], w2 = wr[2][k], w3 = wr[3][k];
+                for (int i = 0; i < 4; i++) {
+                    uint64_t xv = xr[i][k];
+                    mism[i][0] += __builtin_popcountll(xv ^ w0);
+                    mism[i][1] += __builtin_popcountll(xv ^ w1);
+                    mism[i][2] += __builtin_popcountll(xv ^ w2);
+                    mism[i][3] += __builtin_popcountll(xv ^ w3);
+                }
+            }
+            for (int i = 0; i < mr; i++)
+                for (int j = 0; j < nr; j++)
+                    out[(m0 + i) * N + n0 + j] = (float)(K - mism[i][j]);
+        }
+    }
+}
+
+/* Copies the R input windows of rows m0.. into buf (R x Kl elements): kh runs of kw*C
+   contiguous elements each. Rows past M repeat row m0 and are never emitted. Element loops, not
+   memcpy: the runs are a few words long and a library call each cost more than the copy. */
+#define GATHER(NAME, T) \
+static inline __attribute__((always_inline)) \
+void NAME(const T *x, const int64_t *g, int64_t m0, int64_t M, T *buf, int64_t Kl) \
+{ \
+    int64_t H = g[1], W = g[2], C = g[3], kh = g[4], kw = g[5], sh = g[6], sw = g[7], OH = g[8], OW = g[9]; \
+    int64_t P = OH * OW, seg = kw * C; \
+    for (int i = 0; i < R; i++) { \
+        int64_t m = m0 + i < M ? m0 + i : m0, img = m / P, r = m % P; \
+        const T *xb = x + ((img * H + (r / OW) * sh) * W + (r % OW) * sw) * C; \
+        T *d = buf + i * Kl; \
+        for (int64_t dy = 0; dy < kh; dy++) \
+            for (int64_t e = 0; e < seg; e++) d[dy * seg + e] = xb[dy * W * C + e]; \
+    } \
+}
+GATHER(gather64, uint64_t)
+GATHER(gather16, int16_t)
+GATHER(gather8, uint8_t)
+
+/* One block's values (R rows x NB neurons, int64) -> the output: bits of value >= thr, or int32
+   values. Branch-free: a data-dependent branch here mispredicts half the time and cost more
+   than the popcounts. */
+static inline __attribute__((always_inline))
+void emit(int64_t v[R][NB], int64_t m0, int64_t mr, int64_t n0, int64_t MH, const int32_t *thr, void *out)
+{
+    int64_t NWo = (MH + 63) / 64, nr = MH - n0 < NB ? MH - n0 : NB;
+    for (int i = 0; i < mr; i++) {
+        if (thr) {
+            uint64_t bits = 0;
+            for (int j = 0; j < NB; j++) bits |= (uint64_t)(v[i][j] >= thr[n0 + j]) << j;
+            ((uint64_t *)out)[(m0 + i) * NWo + n0 / 64] |= (bits & ((1ull << nr) - 1)) << (n0 % 64);
+        } else {
+            for (int j = 0; j < nr; j++) ((int32_t *)out)[(m0 + i) * MH + n0 + j] = (int32_t)v[i][j];
+        }
+    }
+}
+
+/* Rows m0..m0+R-1 of an XNOR layer. Per block of NB neurons, with AVX2 the first four go through
+   the scalar popcnt units and the other four through a vector nibble-table popcount at the same
+   time: the two run on separate execution ports (measured ~20 % faster than either alone). */
+static inline __attribute__((always_inline))
+void xnor_rows(const uint64_t *x, const int64_t *g, const uint64_t *w, int64_t MH, int64_t K,
+               const int32_t *thr, void *out, int64_t Kw, uint64_t *buf, int64_t m0, int64_t M)
+{
+    int64_t mr = M - m0 < R ? M - m0 : R, NWo = (MH + 63) / 64;
+    gather64(x, g, m0, M, buf, Kw);
+    for (int64_t n0 = 0; n0 < MH; n0 += NB) {
+        const uint64_t *wb = w + (n0 / NB) * Kw * NB;
+#ifdef __AVX2__
+        const __m256i lut = _mm256_setr_epi8(0,1,1,2,1,2,2,3,1,2,2,3,2,3,3,4,0,1,1,2,1,2,2,3,1,2,2,3,2,3,3,4);
+        const __m256i low = _mm256_set1_epi8(0x0f);
+        int64_t s[R][4];
+        __m256i tot[R];
+        memset(s, 0, sizeof s);
+        for (int i = 0; i < R; i++) tot[i] = _mm256_setzero_si256();
+        for (int64_t k0 = 0; k0 < Kw; k0 += 31) {   /* byte counters hold 31 words of 8 bits */
+            int64_t k1 = Kw - k0 < 31 ? Kw : k0 + 31;
+            __m256i acc[R];
+            for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_si256();
+            for (int64_t k = k0; k < k1; k++) {
+                const uint64_t *wk = wb + k * NB;
+                uint64_t w0 = wk[0], w1 = wk[1], w2 = wk[2], w3 = wk[3];
+                __m256i wv = _mm256_loadu_si256((const __m256i *)(wk + 4));
+                for (int i = 0; i < R; i++) {
+                    uint64_t xv = buf[i * Kw + k];
+                    s[i][0] += __builtin_popcountll(xv ^ w0);
+                    s[i][1] += __builtin_popcountll(xv ^ w1);
+                    s[i][2] += __builtin_popcountll(xv ^ w2);
+                    s[i][3] += __builtin_popcountll(xv ^ w3);
+                    __m256i d = _mm256_xor_si256(_mm256_set1_epi64x((long long)xv), wv);
+                    acc[i] = _mm256_add_epi8(acc[i], _mm256_add_epi8(
+                        _mm256_shuffle_epi8(lut, _mm256_and_si256(d, low)),
+                        _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(d, 4), low))));
+                }
+            }
+            for (int i = 0; i < R; i++)
+                tot[i] = _mm256_add_epi64(tot[i], _mm256_sad_epu8(acc[i], _mm256_setzero_si256()));
+        }
+        int64_t nr = MH - n0 < NB ? MH - n0 : NB;
+        if (thr) {
+            /* matches >= thr  <=>  mismatches <= K - thr  <=>  !(mismatches > K - thr) */
+            const __m256i Kv = _mm256_set1_epi64x(K);
+            __m256i tlo = _mm256_sub_epi64(Kv, _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(thr + n0))));
+            __m256i thi = _mm256_sub_epi64(Kv, _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(thr + n0 + 4))));
+            for (int i = 0; i < mr; i++) {
+                __m256i lo = _mm256_set_epi64x(s[i][3], s[i][2], s[i][1], s[i][0]);
+                int m = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(lo, tlo)))
+                      | _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(tot[i], thi))) << 4;
+                uint64_t bits = (uint64_t)(~m & 0xff) & ((1ull << nr) - 1);
+                ((uint64_t *)out)[(m0 + i) * NWo + n0 / 64] |= bits << (n0 % 64);
+            }
+        } else {
+            int64_t v[R][NB];
+            for (int i = 0; i < R; i++) {
+                for (int j = 0; j < 4; j++) v[i][j] = K - s[i][j];
+                _mm256_storeu_si256((__m256i *)&v[i][4], _mm256_sub_epi64(_mm256_set1_epi64x(K), tot[i]));
+            }
+            emit(v, m0, mr, n0, MH, 0, out);
+        }
+#else
+        int64_t v[R][NB];
+        for (int i = 0; i < R; i++) for (int j = 0; j < NB; j++) v[i][j] = K;
+        for (int64_t k = 0; k < Kw; k++) {
+            const uint64_t *wk = wb + k * NB;
+            for (int i = 0; i < R; i++) {
+                uint64_t xv = buf[i * Kw + k];
+                for (int j = 0; j < NB; j++) v[i][j] -= __builtin_popcountll(xv ^ wk[j]);
+            }
+        }
+        emit(v, m0, mr, n0, MH, thr, out);
+#endif
+    }
+}
+
+/* The common short patches (3x3 windows of 1, 2, 4 words per pixel, rows of 1 word) get their
+   own copies with a constant trip count, which the compiler unrolls. */
+#define ROWS(KW) static void xnor_rows_##KW(const uint64_t *x, const int64_t *g, const uint64_t *w, \
+    int64_t MH, int64_t K, const int32_t *thr, void *out, int64_t Kw, uint64_t *buf, int64_t m0, int64_t M) \
+    { xnor_rows(x, g, w, MH, K, thr, out, KW, buf, m0, M); }
+ROWS(1) ROWS(9) ROWS(18) ROWS(36)
+static void xnor_rows_any(const uint64_t *x, const int64_t *g, const uint64_t *w, int64_t MH, int64_t K,
+                          const int32_t *thr, void *out, int64_t Kw, uint64_t *buf, int64_t m0, int64_t M)
+{ xnor_rows(x, g, w, MH, K, thr, out, Kw, buf, m0, M); }
+
+/* x (n, H, W, Cw) words; g = n, H, W, Cw, kh, kw, sh, sw, OH, OW; w (ceil(MH/NB), Kw, NB) words
+   with Kw = kh*kw*Cw; thr (ceil(MH/NB)*NB) int32 or NULL. out: (n*OH*OW, ceil(MH/64)) words
+   (bit n set where K - mismatches >= thr[n]) or (n*OH*OW, MH) int32 matches. */
+void xnor_layer(const uint64_t *x, const int64_t *g, const uint64_t *w, int64_t MH, int64_t K,
+                const int32_t *thr, void *out)
+{
+    int64_t M = g[0] * g[8] * g[9], Kw = g[4] * g[5] * g[3];
+    void (*rows)(const uint64_t *, const int64_t *, const uint64_t *, int64_t, int64_t, const int32_t *,
+                 void *, int64_t, uint64_t *, int64_t, int64_t) =
+        Kw == 1 ? xnor_rows_1 : Kw == 9 ? xnor_rows_9 : Kw == 18 ? xnor_rows_18 : Kw == 36 ? xnor_rows_36 : xnor_rows_any;
+    if (thr) memset(out, 0, M * ((MH + 63) / 64) * 8);
+    #pragma omp parallel if (M * MH * Kw > (1 << 12))
+    {
+        uint64_t *buf = malloc(R * Kw * 8);
+        #pragma omp for schedule(dynamic, 16)
+        for (int64_t m0 = 0; m0 < M; m0 += R) rows(x, g, w, MH, K, thr, out, Kw, buf, m0, M);
+        free(buf);
+    }
+}
+
+/* x (n, H, W, C) int16; w (ceil(MH/NB), Kp/2, NB, 2) int16 with Kp = kh*kw*C rounded up to even
+   (the pad is zero); thr and out as in xnor_layer, the value being the dot product. Sums are
+   int32: the caller keeps K * max|x| * max|w| below 2^31 - 1. */
+void int_layer(const int16_t *x, const int64_t *g, const int16_t *w, int64_t MH, int64_t Kp,
+               const int32_t *thr, void *out)
+{
+    int64_t M = g[0] * g[8] * g[9], NWo = (MH + 63) / 64;
+    if (thr) memset(out, 0, M * NWo * 8);
+    #pragma omp parallel if (M * MH * Kp > (1 << 18))
+    {
+        int16_t *buf = calloc(R * Kp, 2);
+        #pragma omp for schedule(dynamic, 16)
+        for (int64_t m0 = 0; m0 < M; m0 += R) {
+            int64_t mr = M - m0 < R ? M - m0 : R;
+            gather16(x, g, m0, M, buf, Kp);   /* the odd pad element stays 0 from calloc */
+            for (int64_t n0 = 0; n0 < MH; n0 += NB) {
+                const int16_t *wb = w + (n0 / NB) * Kp * NB;
+                int64_t nr = MH - n0 < NB ? MH - n0 : NB;
+#ifdef __AVX2__
+                /* one madd: 8 neurons x a pair of inputs, summed into 8 int32 lanes */
+                __m256i a[R];
+                for (int i = 0; i < R; i++) a[i] = _mm256_setzero_si256();
+                for (int64_t p = 0; p < Kp / 2; p++) {
+                    __m256i wv = _mm256_loadu_si256((const __m256i *)(wb + p * 2 * NB));
+                    for (int i = 0; i < R; i++) {
+                        int32_t pair;
+                        memcpy(&pair, buf + i * Kp + 2 * p, 4);
+                        a[i] = _mm256_add_epi32(a[i], _mm256_madd_epi16(_mm256_set1_epi32(pair), wv));
+                    }
+                }
+                if (thr) {
+                    __m256i t = _mm256_loadu_si256((const __m256i *)(thr + n0));
+                    for (int i = 0; i < mr; i++) {
+                        int m = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(t, a[i])));
+                        uint64_t bits = (uint64_t)(~m & 0xff) & ((1ull << nr) - 1);
+                        ((uint64_t *)out)[(m0 + i) * NWo + n0 / 64] |= bits << (n0 % 64);
+                    }
+                } else {
+                    for (int i = 0; i < mr; i++) {
+                        int32_t t[NB];
+                        _mm256_storeu_si256((__m256i *)t, a[i]);
+                        for (int j = 0; j < nr; j++) ((int32_t *)out)[(m0 + i) * MH + n0 + j] = t[j];
+                    }
+                }
+#else
+                int64_t v[R][NB];
+                for (int i = 0; i < R; i++)
+                    for (int j = 0; j < NB; j++) {
+                        int32_t s = 0;
+                        for (int64_t k = 0; k < Kp; k++) s += (int32_t)buf[i * Kp + k] * wb[(k / 2) * 2 * NB + j * 2 + k % 2];
+                        v[i][j] = s;
+                    }
+                emit(v, m0, mr, n0, MH, thr, out);
+#endif
+            }
+        }
+        free(buf);
+    }
+}
+
+/* The 8-bit first layer: bytes x small signed weights. One multiply-add of unsigned by signed
+   bytes covers 32 inputs (twice the int16 kernel's 16), summed pairwise into int16 lanes; lanes
+   are widened to int32 every `span` chunks of 32, before they can overflow (the caller sets
+   span from max|w| <= 64, which also keeps each pair sum from saturating). x (n, H, W, C) uint8;
+   w (ceil(MH/2), Kp/32, 2, 32) int8 with Kp = kh*kw*C rounded up to 32 (the pad is zero); thr
+   and out as in xnor_layer. */
+void u8_layer(const uint8_t *x, const int64_t *g, const int8_t *w, int64_t MH, int64_t Kp,
+              int64_t span, const int32_t *thr, void *out)
+{
+    int64_t M = g[0] * g[8] * g[9], NWo = (MH + 63) / 64, nc = Kp / 32;
+    if (thr) memset(out, 0, M * NWo * 8);
+    #pragma omp parallel if (M * MH * Kp > (1 << 18))
+    {
+        uint8_t *buf = calloc(R * Kp, 1);
+        #pragma omp for schedule(dynamic, 16)
+        for (int64_t m0 = 0; m0 < M; m0 += R) {
+            int64_t mr = M - m0 < R ? M - m0 : R;
+            gather8(x, g, m0, M, buf, Kp);   /* the pad bytes stay 0 from calloc */
+            for (int64_t n0 = 0; n0 < MH; n0 += 2) {
+                const int8_t *wb = w + (n0 / 2) * Kp * 2;
+                int64_t v[R][2];
+#ifdef __AVX2__
+                const __m256i ones = _mm256_set1_epi16(1);
+                __m256i a32[R][2];
+                for (int i = 0; i < R; i++) a32[i][0] = a32[i][1] = _mm256_setzero_si256();
+                for (int64_t c0 = 0; c0 < nc; c0 += span) {
+                    int64_t c1 = nc - c0 < span ? nc : c0 + span;
+                    __m256i a16[R][2];
+                    for (int i = 0; i < R; i++) a16[i][0] = a16[i][1] = _mm256_setzero_si256();
+                    for (int64_t c = c0; c < c1; c++) {
+                        __m256i w0 = _mm256_loadu_si256((const __m256i *)(wb + c * 64));
+                        __m256i w1 = _mm256_loadu_si256((const __m256i *)(wb + c * 64 + 32));
+                        for (int i = 0; i < R; i++) {
+                            __m256i xv = _mm256_loadu_si256((const __m256i *)(buf + i * Kp + c * 32));
+                            a16[i][0] = _mm256_add_epi16(a16[i][0], _mm256_maddubs_epi16(xv, w0));
+                            a16[i][1] = _mm256_add_epi16(a16[i][1], _mm256_maddubs_epi16(xv, w1));
+                        }
+                    }
+                    for (int i = 0; i < R; i++)
+                        for (int j = 0; j < 2; j++)
+                            a32[i][j] = _mm256_add_epi32(a32[i][j], _mm256_madd_epi16(a16[i][j], ones));
+                }
+                for (int i = 0; i < R; i++)
+                    for (int j = 0; j < 2; j++) {
+                        int32_t t[8];
+                        _mm256_storeu_si256((__m256i *)t, a32[i][j]);
+                        v[i][j] = (int64_t)t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
+                    }
+#else
+                for (int i = 0; i < R; i++)
+                    for (int j = 0; j < 2; j++) {
+                        int64_t t = 0;
+                        for (int64_t k = 0; k < Kp; k++) t += buf[i * Kp + k] * wb[(k / 32) * 64 + j * 32 + k % 32];
+                        v[i][j] = t;
+                    }
+#endif
+                int64_t nr = MH - n0 < 2 ? MH - n0 : 2;
+                for (int i = 0; i < mr; i++) {
+                    if (thr) {
+                        uint64_t bits = (uint64_t)(v[i][0] >= thr[n0]) | ((uint64_t)(v[i][1] >= thr[n0 + 1]) & (nr > 1)) << 1;
+                        ((uint64_t *)out)[(m0 + i) * NWo + n0 / 64] |= bits << (n0 % 64);
+                    } else {
+                        for (int j = 0; j < nr; j++) ((int32_t *)out)[(m0 + i) * MH + n0 + j] = (int32_t)v[i][j];
+                    }
+                }
+            }
+        }
+        free(buf);
+    }
+}
+
+/* The 8-bit first layer when its window is short (a 3x3 window of one channel: 9 inputs): the
+   window-vectorised kernel would pad 9 inputs to 32. This one keeps 64 neurons of a row in four
+   int16 vectors and takes the inputs a pair at a time; the caller guarantees K * 255 * max|w| <
+   2^15 - 1, so int16 sums neither saturate nor wrap. w (ceil(MH/64), Kp/2, 64, 2) int8 with Kp
+   = K rounded up to even; thr (ceil(MH/64)*64) int16 or NULL; out as in xnor_layer. */
+void u8_short_layer(const uint8_t *x, const int64_t *g, const int8_t *w, int64_t MH, int64_t Kp,
+                    const int16_t *thr, void *out)
+{
+    int64_t M = g[0] * g[8] * g[9], NWo = (MH + 63) / 64, np_ = Kp / 2;
+    #pragma omp parallel if (M * MH * Kp > (1 << 18))
+    {
+        uint8_t *buf = calloc(R * Kp, 1);
+        #pragma omp for schedule(dynamic, 16)
+        for (int64_t m0 = 0; m0 < M; m0 += R) {
+            int64_t mr = M - m0 < R ? M - m0 : R;
+            gather8(x, g, m0, M, buf, Kp);
+            for (int i = 0; i < mr; i++) {
+                const uint8_t *xr = buf + i * Kp;
+                for (int64_t n0 = 0; n0 < MH; n0 += 64) {
+                    const int8_t *wg = w + (n0 / 64) * np_ * 128;
+                    int16_t v[64];
+#ifdef __AVX2__
+                    __m256i a[4];
+                    for (int j = 0; j < 4; j++) a[j] = _mm256_setzero_si256();
+                    for (int64_t p = 0; p < np_; p++) {
+                        int16_t pr;
+                        memcpy(&pr, xr + 2 * p, 2);
+                        __m256i xv = _mm256_set1_epi16(pr);
+                        for (int j = 0; j < 4; j++)
+                            a[j] = _mm256_add_epi16(a[j], _mm256_maddubs_epi16(xv, _mm256_loadu_si256((const __m256i *)(wg + p * 128 + 32 * j))));
+                    }
+                    if (thr) {
+                        /* lanes where thr > acc, in neuron order: packs interleaves the 128-bit
+                           halves, the permute puts them back */
+                        __m256i t[4], m[2];
+                        for (int j = 0; j < 4; j++) t[j] = _mm256_cmpgt_epi16(_mm256_loadu_si256((const __m256i *)(thr + n0 + 16 * j)), a[j]);
+                        m[0] = _mm256_permute4x64_epi64(_mm256_packs_epi16(t[0], t[1]), 0xd8);
+                        m[1] = _mm256_permute4x64_epi64(_mm256_packs_epi16(t[2], t[3]), 0xd8);
+                        uint64_t below = (uint64_t)(uint32_t)_mm256_movemask_epi8(m[0]) | (uint64_t)(uint32_t)_mm256_movemask_epi8(m[1]) << 32;
+                        int64_t nr = MH - n0 < 64 ? MH - n0 : 64;
+                        ((uint64_t *)out)[(m0 + i) * NWo + n0 / 64] = ~below & (nr == 64 ? ~0ull : (1ull << nr) - 1);
+                        continue;
+                    }
+                    for (int j = 0; j < 4; j++) _mm256_storeu_si256((__m256i *)(v + 16 * j), a[j]);
+#else
+                    for (int j = 0; j < 64; j++) {
+                        int32_t s = 0;
+                        for (int64_t k = 0; k < Kp; k++) s += xr[k] * wg[(k / 2) * 128 + j * 2 + k % 2];
+                        v[j] = (int16_t)s;
+                    }
+                    if (thr) {
+                        uint64_t bits = 0;
+                        int64_t nr = MH - n0 < 64 ? MH - n0 : 64;
+                        for (int j = 0; j < nr; j++) bits |= (uint64_t)(v[j] >= thr[n0 + j]) << j;
+                        ((uint64_t *)out)[(m0 + i) * NWo + n0 / 64] = bits;
+                        continue;
+                    }
+#endif
+                    for (int j = 0; j < 64 && n0 + j < MH; j++) ((int32_t *)out)[(m0 + i) * MH + n0 + j] = v[j];
+                }
+            }
+        }
+        free(buf);
+    }
+}
+
+/* Max-pooling of binary activations is the OR of the window's packed words. x (n, H, W, Cw)
+   words, g as above; out (n, OH, OW, Cw). */
+void or_pool(const uint64_t *x, const int64_t *g, uint64_t *out)
+{
+    int64_t n = g[0], H = g[1], W = g[2], Cw = g[3], kh = g[4], kw = g[5], sh = g[6], sw = g[7], OH = g[8], OW = g[9];
+    #pragma omp parallel for schedule(static) if (n * OH * OW * Cw * kh * kw > (1 << 18))
+    for (int64_t m = 0; m < n * OH * OW; m++) {
+        int64_t img = m / (OH * OW), r = m % (OH * OW);
+        const uint64_t *xb = x + ((img * H + (r / OW) * sh) * W + (r % OW) * sw) * Cw;
+        for (int64_t c = 0; c < Cw; c++) {
+            uint64_t v = 0;
+            for (int64_t dy = 0; dy < kh; dy++)
+                for (int64_t dx = 0; dx < kw; dx++) v |= xb[(dy * W + dx) * Cw + c];
+            out[m * Cw + c] = v;
+        }
+    }
+}
+"""
+ROOT = Path(__file__).resolve().parents[1]
+_lib = None
+_tried = False
+
+
+def _cache_dir():
+    return Path(os.environ.get("BITLENS_CACHE", ROOT / ".cache" / "bitlens"))
+
+
+def _build(flag_sets=(["-march=native", "-fopenmp"], ["-fopenmp"], []), cache=None):
+    """Compiles SOURCE with the first flag set the compiler takes -> the library's path (cached
+    by source, compiler and flags), or None without a working compiler."""
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if not cc:
+        return None
+    cache = Path(cache) if cache else _cache_dir()
+    for flags in flag_sets:
+        tag = hashlib.sha256((SOURCE + cc + " ".join(flags)).encode()).hexdigest()[:16]
+        lib = cache / f"kernels_{tag}.so"
+        if lib.is_file():
+            return lib
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as d:
+            src = Path(d) / "kernels.c"
+            src.write_text(SOURCE)
+            tmp = Path(d) / lib.name
+            r = subprocess.run([cc, "-O3", "-shared", "-fPIC", *flags, str(src), "-o", str(tmp)], capture_output=True)
+            if r.returncode == 0:
+                os.replace(tmp, lib)   # atomic: a concurrent build never sees half a library
+                return lib
+    return None
+
+
+def _open(path):
+    """The compiled library with its functions' argument types set."""
+    lib = ctypes.CDLL(str(path))
+    p, i64, g = ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64)
+    lib.xnor_gemm.argtypes = [p, p, p, i64, i64, i64, i64]
+    lib.xnor_layer.argtypes = [p, g, p, i64, i64, p, p]
+    lib.int_layer.argtypes = [p, g, p, i64, i64, p, p]
+    lib.u8_layer.argtypes = [p, g, p, i64, i64, i64, p, p]
+    lib.u8_short_layer.argtypes = [p, g, p, i64, i64, p, p]
+    lib.or_pool.argtypes = [p, g, p]
+    for f in (lib.xnor_gemm, lib.xnor_layer, lib.int_layer, lib.u8_layer, lib.u8_short_layer, lib.or_pool):
+        f.restype = None
+    return lib
+
+
+def _load():
+    global _lib, _tried
+    if _tried:
+        return _lib
+    _tried = True
+    if os.environ.get("BITLENS_NO_NATIVE"):
+        return None
+    try:
+        path = _build()
+        _lib = None if path is None else _open(path)
+    except OSError:
+        _lib = None
+    return _lib
+
+
+def available():
+    return _load() is not None
+
+
+def xnor_gemm(xw, ww, K):
+    """xw (M, Kw) and ww (N, Kw) uint64 packed words -> float32 (M, N) matches."""
+    lib = _load()
+    xw = np.ascontiguousarray(xw, dtype=np.uint64)
+    ww = np.ascontiguousarray(ww, dtype=np.uint64)
+    out = np.empty((xw.shape[0], ww.shape[0]), np.float32)
+    lib.xnor_gemm(xw.ctypes.data, ww.ctypes.data, out.ctypes.data, xw.shape[0], ww.shape[0], xw.shape[1], int(K))
+    return out
+
+
+# ------------------------------------------------------------------ whole-layer kernels
+def _blocks(a, to=-1):
+    """(MH, ...) -> (ceil(MH/NB), ..., NB): NB consecutive neurons side by side (zero rows pad),
+    the neuron axis moved to position `to`."""
+    pad = (-len(a)) % NB
+    a = np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)]) if pad else a
+    a = a.reshape(len(a) // NB, NB, *a.shape[1:])
+    return np.ascontiguousarray(np.moveaxis(a, 1, to))
+
+
+def xnor_weights(words):
+    """Packed weight rows (MH, Kw) -> the layout xnor_layer reads."""
+    return _blocks(np.asarray(words, np.uint64))
+
+
+def int_weights(W):
+    """Integer weights (K, MH) -> (int16 layout int_layer reads, Kp)."""
+    Wt = np.asarray(W).T.astype(np.int16)
+    if Wt.shape[1] % 2:
+        Wt = np.concatenate([Wt, np.zeros((len(Wt), 1), np.int16)], 1)
+    Kp = Wt.shape[1]
+    return _blocks(Wt.reshape(len(Wt), Kp // 2, 2), to=-2), Kp
+
+
+def u8_weights(W):
+    """Integer weights (K, MH) -> (int8 layout u8_layer reads, Kp, span), or None when some
+    |w| > 64 (a pair of byte products could then saturate int16)."""
+    W = np.asarray(W)
+    wmax = int(np.abs(W).max(initial=0))
+    if wmax > 64:
+        return None
+    K, MH = W.shape
+    Kp = -(-K // 32) * 32
+    m = np.zeros((MH + MH % 2, Kp), np.int8)
+    m[:MH, :K] = W.T
+    m = m.reshape(len(m) // 2, 2, Kp // 32, 32).transpose(0, 2, 1, 3)
+    span = (2**15 - 1) // (2 * 255 * max(wmax, 1))   # chunks of 32 an int16 lane can sum
+    return np.ascontiguousarray(m), Kp, span
+
+
+def u8_short_weights(W):
+    """Integer weights (K, MH) -> (int8 layout u8_short_layer reads, Kp), or None when int16
+    sums of bytes could overflow (K * 255 * max|w| >= 2^15 - 1)."""
+    W = np.asarray(W)
+    K, MH = W.shape
+    if K * 255 * int(np.abs(W).max(initial=0)) >= 2**15 - 1:
+        return None
+    Kp, MHp = K + K % 2, -(-MH // 64) * 64
+    m = np.zeros((MHp, Kp), np.int8)
+    m[:MH, :K] = W.T
+    m = m.reshape(MHp // 64, 64, Kp // 2, 2).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(m), Kp
+
+
+def int_thresholds(T, dtype=np.int32, block=64):
+    """Real thresholds (MH,) -> the least integer accumulator that passes each, padded to a
+    multiple of `block` with thresholds no accumulator reaches. acc >= T <=> acc >= ceil(T) for
+    integer acc; accumulators stay strictly inside the dtype's range (the callers check), so
+    clipping to it keeps every threshold's meaning."""
+    lim = np.iinfo(dtype).max
+    t = np.ceil(np.asarray(T, np.float64))
+    t = np.clip(np.nan_to_num(t, nan=lim, posinf=lim, neginf=-lim), -lim, lim).astype(dtype)
+    return np.concatenate([t, np.full((-len(t)) % block, lim, dtype)])
+
+
+def or_pool(x, kernel, stride, lib=None):
+    """Max-pooling of packed binary activations (n, H, W, Cw) words: the OR of each window."""
+    x = np.ascontiguousarray(x, np.uint64)
+    n, h, w, c = x.shape
+    (kh, kw), (sh, sw) = kernel, stride
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    out = np.empty((n, oh, ow, c), np.uint64)
+    g = (ctypes.c_int64 * 10)(n, h, w, c, kh, kw, sh, sw, oh, ow)
+    (lib or _load()).or_pool(_ptr(x), g, _ptr(out))
+    return out
+
+
+def _ptr(a):
+    return a.__array_interface__["data"][0]   # several times cheaper than a.ctypes.data
+
+
+class Layer:
+    """One layer bound to its prepared weights (and thresholds of a fused binary activation):
+    `layer(x)` runs a batch. kind "xnor": x (n, H, W, Cw) uint64 words, weights from
+    xnor_weights(), args (K,); "int": x int16, weights from int_weights(), args (Kp,); "u8": x
+    uint8, weights from u8_weights(), args (Kp, span); "u8_short": x uint8, weights from
+    u8_short_weights(), args (Kp,), thresholds int16. Returns (n, OH, OW, ceil(MH/64)) packed
+    bits of value >= thr (thr from int_thresholds) or, without thr, (n, OH, OW, MH) int32 values."""
+
+    DTYPES = {"xnor": np.uint64, "int": np.int16, "u8": np.uint8, "u8_short": np.uint8}
+
+    def __init__(self, kind, weights, MH, args, kernel=(1, 1), stride=(1, 1), thr=None, lib=None):
+        self.fn = getattr(lib or _load(), f"{kind}_layer")
+        self.dtype = self.DTYPES[kind]
+        self.w, self.MH, self.args = weights, int(MH), tuple(int(a) for a in args)
+        (self.kh, self.kw), (self.sh, self.sw) = kernel, stride
+        self.thr = thr
+        self.width, self.out_dtype = ((MH + 63) // 64, np.uint64) if thr is not None else (MH, np.int32)
+        self._w, self._t = _ptr(weights), None if thr is None else _ptr(thr)
+        self._local = threading.local()
+
+    def __call__(self, x, ptr=None):
+        """x -> (out, its address). Pass `ptr` when x is known contiguous at that address (the
+        previous layer's output). The output buffer and geometry are kept per input shape and
+        thread and reused by the next call of that shape: at a few microseconds each, ctypes
+        set-up and address look-ups would otherwise cost as much as a small layer."""
+        if ptr is None:
+            x = np.ascontiguousarray(x, self.dtype)
+            ptr = _ptr(x)
+        elif x.dtype != self.dtype:
+            raise TypeError(f"layer input is {x.dtype}, expected {np.dtype(self.dtype)}")
+        bufs = self._local.__dict__.setdefault("bufs", {})
+        b = bufs.get(x.shape)
+        if b is None:
+            n, h, w, c = x.shape
+            oh, ow = (h - self.kh) // self.sh + 1, (w - self.kw) // self.sw + 1
+            g = (ctypes.c_int64 * 10)(n, h, w, c, self.kh, self.kw, self.sh, self.sw, oh, ow)
+            out = np.empty((n, oh, ow, self.width), self.out_dtype)
+            b = bufs[x.shape] = (g, out, _ptr(out))
+            if len(bufs) > 8:   # a few batch shapes in use at a time: drop the oldest
+                del bufs[next(iter(bufs))]
+        g, out, optr = b
+        self.fn(ptr, g, self._w, self.MH, *self.args, self._t, optr)
+        return out, optr

@@ -1,0 +1,166 @@
+"""The native layer kernels against brute-force numpy, on the shapes where blocked code breaks:
+remainders of row and neuron blocks, word counts with their own unrolled copies, counter
+flushes, strides, thresholds at +-inf and exactly on an accumulator value; and the portable
+(no AVX2) build against the default one."""
+import numpy as np
+import pytest
+import torch
+
+from model import kernels, zoo
+from model.reference import Reference, _pack_words
+from model.streamline import streamline
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="no C compiler: the reference runs on numpy")
+
+
+def _windows(x, kernel, stride):
+    """(n, H, W, C) -> (n, OH, OW, kh*kw*C) patches, c innermost (the graph's Im2Col order)."""
+    (kh, kw), (sh, sw) = kernel, stride
+    n, h, w, c = x.shape
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    s = x.strides
+    win = np.lib.stride_tricks.as_strided(x, (n, oh, ow, kh, kw, c), (s[0], s[1] * sh, s[2] * sw, s[1], s[2], s[3]))
+    return win.reshape(n, oh, ow, kh * kw * c)
+
+
+def _thresholds(rng, acc, MH):
+    """Per neuron: a threshold exactly on an accumulator value, half-way, +-inf."""
+    pick = acc.reshape(-1, MH)[rng.integers(0, acc.reshape(-1, MH).shape[0], MH), np.arange(MH)].astype(float)
+    t = pick + rng.choice([0.0, 0.5, -0.5], MH)
+    t[::7] = np.inf
+    t[3::7] = -np.inf
+    return t
+
+
+def _bits(values, T):
+    b = (values >= T).astype(np.uint8)
+    return _pack_words(b)
+
+
+def _check(layer_for, x, acc, rng):
+    MH = acc.shape[-1]
+    out, _ = layer_for(None)(x)
+    assert np.array_equal(out, acc)
+    T = _thresholds(rng, acc, MH)
+    out, _ = layer_for(T)(x)
+    assert np.array_equal(out, _bits(acc, T))
+
+
+XNOR_CASES = [  # (n, H, W, Cw, kernel, stride, MH)
+    (5, 1, 1, 1, (1, 1), (1, 1), 64),
+    (7, 1, 1, 2, (1, 1), (1, 1), 13),
+    (3, 1, 1, 40, (1, 1), (1, 1), 70),      # 40 words: the byte counters flush after 31
+    (2, 7, 6, 1, (3, 3), (1, 1), 9),        # 9 words: unrolled copy
+    (2, 6, 6, 2, (3, 3), (2, 1), 8),        # 18 words, stride 2 rows
+    (1, 5, 5, 4, (3, 3), (1, 1), 65),       # 36 words
+    (3, 4, 5, 3, (2, 3), (1, 2), 1),
+]
+
+
+@pytest.mark.parametrize("n,H,W,Cw,kernel,stride,MH", XNOR_CASES)
+def test_xnor_layer(n, H, W, Cw, kernel, stride, MH):
+    rng = np.random.default_rng(n * 100 + MH)
+    x = rng.integers(0, 2**64, (n, H, W, Cw), dtype=np.uint64)
+    Kw = kernel[0] * kernel[1] * Cw
+    w = rng.integers(0, 2**64, (MH, Kw), dtype=np.uint64)
+    x[0, 0, 0] = w[0, :Cw]                      # an exact match somewhere
+    x[-1] = ~np.uint64(0)                       # all mismatches against zero weights: the
+    w[MH // 2:] = 0                             # largest counts every counter must hold
+    K = 64 * Kw
+    patches = _windows(x, kernel, stride)
+    acc = K - np.bitwise_count(patches[..., None, :] ^ w).sum(-1).astype(np.int64)
+    wl = kernels.xnor_weights(w)
+    _check(lambda T: kernels.Layer("xnor", wl, MH, (K,), kernel, stride,
+                                   None if T is None else kernels.int_thresholds(T)), x, acc, rng)
+
+
+INT_CASES = [  # (n, H, W, C, kernel, stride, MH, wmax)
+    (5, 1, 1, 784, (1, 1), (1, 1), 64, 1),
+    (4, 1, 1, 3001, (1, 1), (1, 1), 10, 1),     # several int16 spans of the byte kernel
+    (6, 1, 1, 33, (1, 1), (1, 1), 7, 64),        # |w| = 64: one chunk per span
+    (3, 8, 7, 1, (3, 3), (1, 1), 64, 1),         # the short-window kernel
+    (2, 6, 6, 3, (3, 3), (2, 1), 70, 2),
+    (2, 5, 5, 2, (2, 2), (1, 1), 5, 3),
+]
+
+
+@pytest.mark.parametrize("n,H,W,C,kernel,stride,MH,wmax", INT_CASES)
+def test_integer_layers(n, H, W, C, kernel, stride, MH, wmax):
+    """The int16 kernel, the byte kernel and (where sums fit int16) the short-window kernel."""
+    rng = np.random.default_rng(C + MH)
+    x = rng.integers(0, 256, (n, H, W, C)).astype(np.uint8)
+    x[0] = 255
+    K = kernel[0] * kernel[1] * C
+    Wt = rng.integers(-wmax, wmax + 1, (K, MH))
+    if wmax == 1:
+        Wt = 2 * (Wt >= 0) - 1                   # the bipolar first layer: +-1
+    Wt[:, 0], Wt[:, -1] = wmax, -wmax            # with x = 255: the largest sums there are
+    acc = _windows(x.astype(np.int64), kernel, stride) @ Wt
+    w16, Kp = kernels.int_weights(Wt)
+    _check(lambda T: kernels.Layer("int", w16, MH, (Kp,), kernel, stride,
+                                   None if T is None else kernels.int_thresholds(T)), x.astype(np.int16), acc, rng)
+    w8, Kp8, span = kernels.u8_weights(Wt)
+    _check(lambda T: kernels.Layer("u8", w8, MH, (Kp8, span), kernel, stride,
+                                   None if T is None else kernels.int_thresholds(T)), x, acc, rng)
+    short = kernels.u8_short_weights(Wt)
+    assert (short is not None) == (K * 255 * wmax < 2**15 - 1)
+    if short is not None:
+        _check(lambda T: kernels.Layer("u8_short", short[0], MH, (short[1],), kernel, stride,
+                                       None if T is None else kernels.int_thresholds(T, np.int16)), x, acc, rng)
+    # signed inputs (levels of a multi-bit activation) through the int16 kernel
+    xs = rng.integers(-3, 4, (n, H, W, C)).astype(np.int16)
+    accs = _windows(xs.astype(np.int64), kernel, stride) @ Wt
+    _check(lambda T: kernels.Layer("int", w16, MH, (Kp,), kernel, stride,
+                                   None if T is None else kernels.int_thresholds(T)), xs, accs, rng)
+
+
+def test_or_pool():
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 2**64, (3, 7, 6, 2), dtype=np.uint64)
+    win = _windows(x, (2, 2), (2, 2)).reshape(3, 3, 3, 4, 2)
+    assert np.array_equal(kernels.or_pool(x, (2, 2), (2, 2)), np.bitwise_or.reduce(win, axis=3))
+
+
+def test_default_build_is_the_native_one(tmp_path):
+    """The first flag set (-march=native) compiles: a broken vector path would otherwise fall
+    back to the portable flags without a word."""
+    first = kernels._build(flag_sets=[["-march=native", "-fopenmp"]], cache=tmp_path)
+    assert first is not None and first.name == kernels._build(cache=tmp_path).name
+
+
+def test_portable_build_matches(tmp_path):
+    """The scalar code (no AVX2) gives the same integers as the default build."""
+    path = kernels._build(flag_sets=[["-fopenmp", "-mno-avx2"], ["-fopenmp"]], cache=tmp_path)
+    lib = kernels._open(path)
+    rng = np.random.default_rng(9)
+    x = rng.integers(0, 2**64, (3, 6, 6, 2), dtype=np.uint64)
+    w = kernels.xnor_weights(rng.integers(0, 2**64, (13, 18), dtype=np.uint64))
+    T = kernels.int_thresholds(rng.integers(500, 700, 13) + 0.5)
+    for thr in (None, T):
+        a = kernels.Layer("xnor", w, 13, (1152,), (3, 3), (1, 1), thr)(x)[0]
+        b = kernels.Layer("xnor", w, 13, (1152,), (3, 3), (1, 1), thr, lib=lib)(x)[0]
+        assert np.array_equal(a, b)
+    xb = rng.integers(0, 256, (4, 9, 9, 1)).astype(np.uint8)
+    Wt = 2 * rng.integers(0, 2, (9, 70)) - 1
+    for kind, (wl, *args) in [("u8", kernels.u8_weights(Wt)), ("u8_short", kernels.u8_short_weights(Wt)),
+                              ("int", kernels.int_weights(Wt))]:
+        xi = xb.astype(np.int16) if kind == "int" else xb
+        a = kernels.Layer(kind, wl, 70, args, (3, 3), (1, 1))(xi)[0]
+        b = kernels.Layer(kind, wl, 70, args, (3, 3), (1, 1), lib=lib)(xi)[0]
+        assert np.array_equal(a, b), kind
+
+
+@pytest.mark.parametrize("name", ["tfc-w1a1", "cnv-w1a1", "tfc-w2a2", "cnv-w2a2"])
+def test_reference_native_path_equals_numpy_path(name, tmp_path):
+    """Whole networks: the per-layer kernels and the numpy path give the same accumulators."""
+    from brevitas.export import export_qonnx
+    from tests.test_model import _randomise_bn
+    torch.manual_seed(4)
+    net = _randomise_bn(zoo.build(name))
+    export_qonnx(net, torch.zeros(1, *net.in_shape), str(tmp_path / "m.onnx"), dynamo=False)
+    ref = Reference(streamline(tmp_path / "m.onnx"))
+    assert ref.native_ok
+    c, h, w = net.in_shape
+    x = np.random.default_rng(1).integers(0, 256, (37 if name.startswith("cnv") else 300, h, w, c), dtype=np.uint8)
+    x[0], x[1] = 0, 255
+    assert np.array_equal(ref.predict_int(x, batch=16), ref._predict_batch(x))
