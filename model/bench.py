@@ -19,11 +19,15 @@ BATCH = 256
 
 
 def _rate(fn, images, repeats):
-    fn(images[:8])  # warm-up
-    t = time.perf_counter()
+    """Images/s of fn on one batch: the median over `repeats` timed calls (after a warm-up
+    call), so a moment of load on a shared machine moves neither side much."""
+    fn(images)
+    times = []
     for _ in range(repeats):
+        t = time.perf_counter()
         fn(images)
-    return repeats * len(images) / (time.perf_counter() - t)
+        times.append(time.perf_counter() - t)
+    return len(images) / float(np.median(times))
 
 
 def bench_model(name, repeats):
@@ -50,7 +54,7 @@ def bench_model(name, repeats):
 def main():
     out = Path(__file__).resolve().parent.parent / "build" / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    results = [bench_model("tfc-w1a1", 20), bench_model("cnv-w1a1", 2)]
+    results = [bench_model("tfc-w1a1", 50), bench_model("cnv-w1a1", 7)]
     for r in results:
         print(f"{r['model']}: reference {r['reference_images_per_s']} img/s, Brevitas {r['brevitas_images_per_s']} img/s, x{r['speedup']}")
     tmp = out / "reference.json.tmp"

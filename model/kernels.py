@@ -71,19 +71,24 @@ void xnor_gemm(const uint64_t *x, const uint64_t *w, float *out,
 
 /* Copies the R input windows of rows m0.. into buf (R x Kl elements): kh runs of kw*C
    contiguous elements each. Rows past M repeat row m0 and are never emitted. Element loops, not
-   memcpy: the runs are a few words long and a library call each cost more than the copy. */
+   memcpy: the runs are a few words long and a library call each cost more than the copy. The
+   row's position is divided out once per block and stepped after: a 64-bit division costs
+   more cycles than a short row's whole dot product. */
 #define GATHER(NAME, T) \
 static inline __attribute__((always_inline)) \
 void NAME(const T *x, const int64_t *g, int64_t m0, int64_t M, T *buf, int64_t Kl) \
 { \
     int64_t H = g[1], W = g[2], C = g[3], kh = g[4], kw = g[5], sh = g[6], sw = g[7], OH = g[8], OW = g[9]; \
-    int64_t P = OH * OW, seg = kw * C; \
+    int64_t seg = kw * C, img = m0 / (OH * OW), r = m0 % (OH * OW), oy = r / OW, ox = r % OW; \
     for (int i = 0; i < R; i++) { \
-        int64_t m = m0 + i < M ? m0 + i : m0, img = m / P, r = m % P; \
-        const T *xb = x + ((img * H + (r / OW) * sh) * W + (r % OW) * sw) * C; \
+        const T *xb = x + ((img * H + oy * sh) * W + ox * sw) * C; \
         T *d = buf + i * Kl; \
         for (int64_t dy = 0; dy < kh; dy++) \
             for (int64_t e = 0; e < seg; e++) d[dy * seg + e] = xb[dy * W * C + e]; \
+        if (m0 + i + 1 < M && ++ox == OW) { \
+            ox = 0; \
+            if (++oy == OH) { oy = 0; img++; } \
+        } \
     } \
 }
 GATHER(gather64, uint64_t)
@@ -317,12 +322,23 @@ void u8_layer(const uint8_t *x, const int64_t *g, const int8_t *w, int64_t MH, i
                         for (int j = 0; j < 2; j++)
                             a32[i][j] = _mm256_add_epi32(a32[i][j], _mm256_madd_epi16(a16[i][j], ones));
                 }
+                /* eight lane sums at once: horizontal adds pair the vectors up, the two
+                   128-bit halves are then added -> (row 0: n0, n0+1, row 1: ..., row 3) */
+                __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(a32[0][0], a32[0][1]), _mm256_hadd_epi32(a32[1][0], a32[1][1]));
+                __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(a32[2][0], a32[2][1]), _mm256_hadd_epi32(a32[3][0], a32[3][1]));
+                __m256i sum = _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31));
+                if (thr) {
+                    __m256i t = _mm256_set_epi32(thr[n0 + 1], thr[n0], thr[n0 + 1], thr[n0], thr[n0 + 1], thr[n0], thr[n0 + 1], thr[n0]);
+                    uint64_t pass = ~(uint64_t)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(t, sum)));
+                    uint64_t keep = MH - n0 < 2 ? 1 : 3;
+                    for (int i = 0; i < mr; i++)
+                        ((uint64_t *)out)[(m0 + i) * NWo + n0 / 64] |= ((pass >> (2 * i)) & keep) << (n0 % 64);
+                    continue;
+                }
+                int32_t t[8];
+                _mm256_storeu_si256((__m256i *)t, sum);
                 for (int i = 0; i < R; i++)
-                    for (int j = 0; j < 2; j++) {
-                        int32_t t[8];
-                        _mm256_storeu_si256((__m256i *)t, a32[i][j]);
-                        v[i][j] = (int64_t)t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
-                    }
+                    for (int j = 0; j < 2; j++) v[i][j] = t[2 * i + j];
 #else
                 for (int i = 0; i < R; i++)
                     for (int j = 0; j < 2; j++) {
@@ -417,15 +433,18 @@ void u8_short_layer(const uint8_t *x, const int64_t *g, const int8_t *w, int64_t
 void or_pool(const uint64_t *x, const int64_t *g, uint64_t *out)
 {
     int64_t n = g[0], H = g[1], W = g[2], Cw = g[3], kh = g[4], kw = g[5], sh = g[6], sw = g[7], OH = g[8], OW = g[9];
-    #pragma omp parallel for schedule(static) if (n * OH * OW * Cw * kh * kw > (1 << 18))
-    for (int64_t m = 0; m < n * OH * OW; m++) {
-        int64_t img = m / (OH * OW), r = m % (OH * OW);
-        const uint64_t *xb = x + ((img * H + (r / OW) * sh) * W + (r % OW) * sw) * Cw;
-        for (int64_t c = 0; c < Cw; c++) {
-            uint64_t v = 0;
-            for (int64_t dy = 0; dy < kh; dy++)
-                for (int64_t dx = 0; dx < kw; dx++) v |= xb[(dy * W + dx) * Cw + c];
-            out[m * Cw + c] = v;
+    #pragma omp parallel for schedule(static) if (n * OH * OW * Cw * kh * kw > (1 << 16))
+    for (int64_t row = 0; row < n * OH; row++) {
+        int64_t img = row / OH, oy = row % OH;
+        for (int64_t ox = 0; ox < OW; ox++) {
+            const uint64_t *xb = x + ((img * H + oy * sh) * W + ox * sw) * Cw;
+            uint64_t *o = out + (row * OW + ox) * Cw;
+            for (int64_t c = 0; c < Cw; c++) {
+                uint64_t v = 0;
+                for (int64_t dy = 0; dy < kh; dy++)
+                    for (int64_t dx = 0; dx < kw; dx++) v |= xb[(dy * W + dx) * Cw + c];
+                o[c] = v;
+            }
         }
     }
 }
