@@ -15,6 +15,7 @@ The results are identical integers either way."""
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -458,6 +459,15 @@ def _cache_dir():
     return Path(os.environ.get("BITLENS_CACHE", ROOT / ".cache" / "bitlens"))
 
 
+def _cpu():
+    """What -march=native compiles for: a cache carried to another CPU must not be reused."""
+    try:
+        flags = [line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")]
+        return platform.machine() + (flags[0] if flags else "")
+    except OSError:
+        return platform.machine() + platform.processor()
+
+
 def _build(flag_sets=(["-march=native", "-fopenmp"], ["-fopenmp"], []), cache=None):
     """Compiles SOURCE with the first flag set the compiler takes -> the library's path (cached
     by source, compiler and flags), or None without a working compiler."""
@@ -466,7 +476,7 @@ def _build(flag_sets=(["-march=native", "-fopenmp"], ["-fopenmp"], []), cache=No
         return None
     cache = Path(cache) if cache else _cache_dir()
     for flags in flag_sets:
-        tag = hashlib.sha256((SOURCE + cc + " ".join(flags)).encode()).hexdigest()[:16]
+        tag = hashlib.sha256((SOURCE + cc + " ".join(flags) + _cpu()).encode()).hexdigest()[:16]
         lib = cache / f"kernels_{tag}.so"
         if lib.is_file():
             return lib
