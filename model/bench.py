@@ -18,19 +18,21 @@ from model.streamline import streamline
 BATCH = 256
 
 
-def _rate(fn, images, repeats):
-    """Images/s of fn on one batch: the median over `repeats` timed calls (after a warm-up
-    call), so a moment of load on a shared machine moves neither side much."""
+def _rate(fn, images, seconds=2.0, least=5):
+    """Images/s of fn on one batch: the median over timed calls (after a warm-up call) for at
+    least `seconds` and `least` calls, so a moment of load on a shared machine moves neither
+    side much, however short one call is."""
     fn(images)
     times = []
-    for _ in range(repeats):
+    start = time.perf_counter()
+    while len(times) < least or time.perf_counter() - start < seconds:
         t = time.perf_counter()
         fn(images)
         times.append(time.perf_counter() - t)
     return len(images) / float(np.median(times))
 
 
-def bench_model(name, repeats):
+def bench_model(name):
     try:
         net, trained = zoo.load_trained(name), True
     except zoo.ModelError:
@@ -44,8 +46,8 @@ def bench_model(name, repeats):
     imgs = rng.integers(0, 256, (BATCH, h, w, c), dtype=np.uint8)
     xf = torch.from_numpy(imgs.transpose(0, 3, 1, 2).astype(np.float32)) / 256
     with torch.no_grad():
-        brev = _rate(lambda x: net(xf[:len(x)]), imgs, repeats)
-    packed = _rate(ref.predict_int, imgs, repeats)
+        brev = _rate(lambda x: net(xf[:len(x)]), imgs)
+    packed = _rate(ref.predict_int, imgs)
     return dict(model=name, trained=trained, batch=BATCH, reference_images_per_s=round(packed, 1),
                 brevitas_images_per_s=round(brev, 1), speedup=round(packed / brev, 2),
                 torch_threads=torch.get_num_threads())
@@ -54,7 +56,7 @@ def bench_model(name, repeats):
 def main():
     out = Path(__file__).resolve().parent.parent / "build" / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    results = [bench_model("tfc-w1a1", 50), bench_model("cnv-w1a1", 7)]
+    results = [bench_model("tfc-w1a1"), bench_model("cnv-w1a1")]
     for r in results:
         print(f"{r['model']}: reference {r['reference_images_per_s']} img/s, Brevitas {r['brevitas_images_per_s']} img/s, x{r['speedup']}")
     tmp = out / "reference.json.tmp"
