@@ -1,17 +1,20 @@
 """Native kernels of the bit-exact reference.
 
-Two whole-layer kernels read a batch of NHWC feature maps in place (a window of kh x kw pixels
-at a stride, or one row per image for a fully connected layer: H = W = kh = kw = 1), keep each
-output in registers and, for a binary activation, compare it with its integer threshold and
-write the packed bit straight into the next layer's input words:
+Each layer kernel reads a batch of NHWC feature maps in place (a window of kh x kw pixels at a
+stride, or one row per image for a fully connected layer: H = W = kh = kw = 1), keeps each
+output in registers and, for a binary activation, compares it with its integer threshold and
+writes the packed bit straight into the next layer's input words:
 
 - `xnor_layer`: XNOR-popcount of bit-packed words (binary weights and activations).
-- `int_layer`: integer dot products (the 8-bit first layer, layers behind multi-bit activations).
+- `u8_layer`, `u8_short_layer`: the 8-bit first layer, by byte multiply-adds along the window
+  (long windows) or across 64 neurons at a time (short ones, whose sums fit int16).
+- `int_layer`: any other integer layer (behind multi-bit activations), in int16 x int16 -> int32.
+- `or_pool`: max-pooling of packed binary activations.
 
-`xnor_gemm` is the plain packed GEMM the numpy path of the reference uses. Everything is
-compiled once with the C compiler Verilator needs anyway, cached under .cache/bitlens/, and
-loaded with ctypes; without a compiler `available()` is False and the reference stays on numpy.
-The results are identical integers either way."""
+`Layer` binds one of them to prepared weights. `xnor_gemm` is the plain packed GEMM the numpy
+path of the reference uses. Everything is compiled once with the C compiler Verilator needs
+anyway, cached under .cache/bitlens/, and loaded with ctypes; without a compiler `available()`
+is False and the reference stays on numpy. The results are identical integers either way."""
 import ctypes
 import hashlib
 import os
@@ -24,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-# Output neurons are processed in blocks of NB, rows (output pixels) in blocks of R; weights are
-# stored block-interleaved so one block reads one contiguous run per k.
-R, NB = 4, 8
+# The kernels take output neurons in blocks of NB and output pixels in blocks of R (the C
+# source's defines); weights are stored block-interleaved, so a block reads one contiguous run
+# per input word.
+NB = 8
 SOURCE = r"""
 #include <stdint.h>
 #include <stdlib.h>
@@ -35,7 +39,7 @@ SOURCE = r"""
 #include <immintrin.h>
 #endif
 #define R 4
-#define NB 8
+#define NB 8   /* = NB in Python, which lays out the weights */
 
 /* out[m, n] = K - sum_k popcount(x[m, k] ^ w[n, k]): matches of two {0,1} vectors packed
    little-endian into 64-bit words (padding bits 0 on both sides). Blocks of 4 rows x 4 weight
@@ -71,7 +75,7 @@ void xnor_gemm(const uint64_t *x, const uint64_t *w, float *out,
 }
 
 /* Copies the R input windows of rows m0.. into buf (R x Kl elements): kh runs of kw*C
-   contiguous elements each. Rows past M repeat row m0 and are never emitted. Element loops, not
+   contiguous elements each. Rows past M repeat the last row and are never emitted. Element loops, not
    memcpy: the runs are a few words long and a library call each cost more than the copy. The
    row's position is divided out once per block and stepped after: a 64-bit division costs
    more cycles than a short row's whole dot product. */
