@@ -84,22 +84,36 @@ class LinearStage(nn.Module):
         super().__init__()
         W = np.asarray(W, np.float32)  # (K, MH) in the graph's row order
         self.kind, self.conv = kind, conv
-        K, MH = W.shape
-        if kind == "xnor":
-            # P = sum_i v_i (2w_i - 1) + sum_i (1 - w_i): popcount of matches, linear in the bits v
-            coef, const = 2 * W - 1, (1 - W).sum(0)
-        else:
-            coef, const = W, np.zeros(MH, np.float32)
         self.register_buffer("W", torch.from_numpy(W.copy()))
-        self.register_buffer("const", torch.from_numpy(const.astype(np.float32)))
-        if conv:
-            kh, kw = conv["kernel"]
-            cin = K // (kh * kw)
-            w4 = coef.reshape(kh, kw, cin, MH).transpose(3, 2, 0, 1)  # -> (Cout, Cin, kh, kw)
-            self.register_buffer("coef", torch.from_numpy(np.ascontiguousarray(w4)))
-        else:
-            self.register_buffer("coef", torch.from_numpy(np.ascontiguousarray(coef.T)))  # (MH, K)
-        self.words = _pack_words(W.T) if kind == "xnor" else None
+        self._derived_from = None
+
+    def _derived(self):
+        """(coef, const, words) from W: the integer form the float paths compute with, and the
+        packed weight rows of the numpy path. Recomputed when W is changed in place (the
+        cascading-randomisation sanity check shuffles it), so every path sees the same W."""
+        W = self._buffers["W"]
+        if self._derived_from is None or self._derived_from[0] is not W or self._derived_from[1] != W._version:
+            Wn = W.numpy()
+            K, MH = Wn.shape
+            if self.kind == "xnor":
+                # P = sum_i v_i (2w_i - 1) + sum_i (1 - w_i): popcount of matches, linear in the bits v
+                coef, const = 2 * Wn - 1, (1 - Wn).sum(0)
+            else:
+                coef, const = Wn, np.zeros(MH, np.float32)
+            if self.conv:
+                kh, kw = self.conv["kernel"]
+                coef = coef.reshape(kh, kw, K // (kh * kw), MH).transpose(3, 2, 0, 1)  # -> (Cout, Cin, kh, kw)
+            else:
+                coef = coef.T  # (MH, K)
+            self._derived_cache = (torch.from_numpy(np.ascontiguousarray(coef, np.float32)),
+                                   torch.from_numpy(np.asarray(const, np.float32)),
+                                   _pack_words(Wn.T) if self.kind == "xnor" else None)
+            self._derived_from = (W, W._version)
+        return self._derived_cache
+
+    coef = property(lambda self: self._derived()[0])
+    const = property(lambda self: self._derived()[1])
+    words = property(lambda self: self._derived()[2])
 
     def native_step(self, dtype, bits, group, thr):
         """This layer as one native kernel call: a function of a batch h (integer values of
@@ -227,23 +241,26 @@ class Reference(nn.Module):
         # GradCAM: the last activation with spatial extent before the last pooling, if any conv
         self.gradcam_layer = getattr(self, "gradcam_candidate", None) or last_spatial_act
         self.classes = int(meta["classes"])
+        self._program = self._program_state = None
         self.native_ok = self._native_supported()
-        self._program = None
         self.eval()
 
     def _native_supported(self):
         """Whether every layer fits the native kernels: 8-bit input, int16 weights, int32 sums,
-        unpadded binary convolutions (a pad has no bit in the packed words)."""
+        unpadded binary convolutions (a pad has no bit in the packed words), and weights that are
+        still bits / integers (they may have been changed in place since the graph was read)."""
         if self.in_max != 255:
             return False
         vmax = 255   # largest input value of the next integer layer
         for kind, arg, _ in self.plan:
             if kind == "linear":
                 st = self.stages[arg]
-                if st.kind == "xnor" and st.conv and any(st.conv["pads"]):
+                W = st.W.numpy()
+                if st.kind == "xnor" and ((st.conv and any(st.conv["pads"])) or not np.isin(W, (0, 1)).all()):
                     return False
-                wmax = float(st.W.abs().max())
-                if st.kind == "int" and (wmax > 2**15 - 1 or st.W.shape[0] * vmax * wmax >= 2**31 - 2):
+                wmax = float(np.abs(W).max(initial=0))
+                if st.kind == "int" and (not np.array_equal(W, np.round(W)) or wmax > 2**15 - 1
+                                         or W.shape[0] * vmax * wmax >= 2**31 - 2):
                     return False
             elif kind == "act":
                 vmax = self.stages[arg].T.shape[1]
@@ -264,7 +281,16 @@ class Reference(nn.Module):
 
     # ------------------------------------------------------ differentiable path
     def forward(self, x):
-        """x float (N, C, H, W), pixel = byte/256 -> float logits, exact forward values."""
+        """x float (N, C, H, W), pixel = byte/256 -> float logits, exact forward values. Where no
+        gradient can flow (no_grad, or an input that does not require it) and nothing hooks
+        the layers, the values come from the native kernels: the same integers, the same final
+        float ops, many times faster (occlusion and deletion/insertion curves run this way)."""
+        if not (torch.is_grad_enabled() and x.requires_grad) and self._values_only(x):
+            with torch.no_grad():
+                v = (x / self.input_scale).round().clamp(0, self.in_max)
+                b = v.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+                acc = torch.from_numpy(self.predict_int(b)).to(torch.float32)
+                return acc * self.out_scale + self.out_bias
         z = x / self.input_scale
         v = z.detach().round()
         if self.in_max is not None:
@@ -287,6 +313,19 @@ class Reference(nn.Module):
                     h = h.permute(0, 2, 3, 1).flatten(1)
         return h * self.out_scale + self.out_bias
 
+    def _values_only(self, x):
+        """Whether forward may take the native path for x (see forward)."""
+        if len(self.input_shape) != 3 or x.dim() != 4 or x.dtype != torch.float32:
+            return False
+        h, w, c = self.input_shape
+        if tuple(x.shape[1:]) != (c, h, w):
+            return False
+        from torch.nn.modules import module as M
+        if M._global_forward_hooks or M._global_forward_pre_hooks or any(
+                m._forward_hooks or m._forward_pre_hooks for m in self.modules()):
+            return False
+        return self._native_ready()
+
     def accumulators(self, x):
         """Differentiable path up to the integer output accumulators."""
         return (self.forward(x) - self.out_bias) / self.out_scale
@@ -295,7 +334,7 @@ class Reference(nn.Module):
     def predict_int(self, images, batch=256):
         """uint8 (N, H, W, C) (or (N, K)) -> int64 accumulators (N, classes), bit-exact."""
         images = np.asarray(images)
-        fast = kernels.available() and self.native_ok and images.dtype == np.uint8
+        fast = images.dtype == np.uint8 and self._native_ready()
         step = self._native_batch if fast else self._predict_batch
         if len(images) <= batch:
             return step(images) if len(images) else np.zeros((0, self.classes), np.int64)
@@ -337,10 +376,26 @@ class Reference(nn.Module):
                 v = v.reshape(len(v), -1)
         return np.rint(v).astype(np.int64)
 
+    def _weights_state(self):
+        """Every weight and threshold tensor with its in-place version counter."""
+        return [(t, t._version) for m in self.stages for t in (m._buffers.get("W"), m._buffers.get("T"))
+                if t is not None]
+
+    def _native_ready(self):
+        """Whether the native kernels can run this model as its weights are now; (re)binds them
+        on the first call and whenever a weight or threshold tensor changed in place."""
+        if not kernels.available():
+            return False
+        state = self._weights_state()
+        if self._program_state is None or len(state) != len(self._program_state) or any(
+                a is not b or u != v for (a, u), (b, v) in zip(state, self._program_state)):
+            self.native_ok = self._native_supported()
+            self._program = self._native_program() if self.native_ok else None
+            self._program_state = state
+        return self.native_ok
+
     def _native_batch(self, x):
-        """The same integers as _predict_batch, a native kernel per layer."""
-        if self._program is None:
-            self._program = self._native_program()
+        """The same integers as _predict_batch, a native kernel per layer (after _native_ready)."""
         h, ptr = x.reshape(len(x), *self.input_shape), None
         for step in self._program:
             h, ptr = step(h, ptr)   # ptr: h's address when a kernel wrote it (else None)

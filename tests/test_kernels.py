@@ -164,3 +164,49 @@ def test_reference_native_path_equals_numpy_path(name, tmp_path):
     x = np.random.default_rng(1).integers(0, 256, (37 if name.startswith("cnv") else 300, h, w, c), dtype=np.uint8)
     x[0], x[1] = 0, 255
     assert np.array_equal(ref.predict_int(x, batch=16), ref._predict_batch(x))
+
+
+def _zoo_reference(name, tmp_path, seed=4):
+    from brevitas.export import export_qonnx
+    from tests.test_model import _randomise_bn
+    torch.manual_seed(seed)
+    net = _randomise_bn(zoo.build(name))
+    export_qonnx(net, torch.zeros(1, *net.in_shape), str(tmp_path / "m.onnx"), dynamo=False)
+    return net, Reference(streamline(tmp_path / "m.onnx"))
+
+
+@pytest.mark.parametrize("name", ["tfc-w1a1", "cnv-w1a1"])
+def test_forward_without_gradient_runs_native_with_the_same_values(name, tmp_path, monkeypatch):
+    net, ref = _zoo_reference(name, tmp_path)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, *net.in_shape, generator=g)          # not on the byte grid: rounding counts
+    x[0] = 0
+    x[1] = 1
+    calls = []
+    real = Reference.predict_int
+    monkeypatch.setattr(Reference, "predict_int", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    with torch.no_grad():
+        fast = ref(x)
+    assert calls, "no_grad forward did not take the native path"
+    calls.clear()
+    slow = ref(x.clone().requires_grad_(True))
+    assert not calls and torch.equal(fast, slow.detach())
+
+
+def test_weights_changed_in_place_reach_every_path(tmp_path):
+    """The sanity check shuffles weights and thresholds in place: the float path, the numpy
+    path and the native kernels must all compute with the shuffled ones."""
+    from explain.metrics import randomise_layer
+    from model.reference import LinearStage, ThresholdAct
+    _, ref = _zoo_reference("tfc-w1a1", tmp_path)
+    x = np.random.default_rng(2).integers(0, 256, (50, 28, 28, 1), dtype=np.uint8)
+    xf = torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32) / 256).requires_grad_(True)
+    before = ref.predict_int(x)
+    gen = torch.Generator().manual_seed(1)
+    for st in ref.stages:
+        if isinstance(st, (LinearStage, ThresholdAct)):
+            randomise_layer(st, gen)
+            native = ref.predict_int(x)
+            assert np.array_equal(native, ref._predict_batch(x))
+            assert np.array_equal(native, ref.accumulators(xf).detach().round().numpy().astype(np.int64))
+    assert not np.array_equal(native, before)
