@@ -258,3 +258,8 @@ def test_gradreg_study_compares_plain_and_regularised(tmp_path):
     plain = torch.load(base / "tfc-fp" / "plain" / "model.pt", weights_only=True)["state_dict"]
     reg = torch.load(base / "tfc-fp" / "gradreg" / "model.pt", weights_only=True)["state_dict"]
     assert any(not torch.equal(plain[k], reg[k]) for k in plain if plain[k].is_floating_point())
+    # another schedule retrains, and the BNN is measured on the retrained model's graph
+    graph = base / "tfc-w1a1" / "plain" / "streamlined.onnx"
+    before = graph.read_bytes()
+    G.run("tfc-w1a1", lam=0.5, n_images=8, root=tmp_path, steps=4, progress=False, epochs=1, limit=400)
+    assert graph.read_bytes() != before
