@@ -659,7 +659,7 @@ def _gradreg_html(study, e):
     head = "<h2>Gradient regularisation (plain input gradient pulled towards guided backprop)</h2>"
     if study.get("status") == "not run":
         return head + f"<p>not run: <code>{e(study['command'])}</code></p>"
-    P = [head, f"<p>lambda {_fmt(study['lam'])}; both variants trained {study.get('epochs')} epoch(s) on "
+    P = [head, f"<p>lambda {study['lam']:g}; both variants trained {study.get('epochs')} epoch(s) on "
                f"{study.get('train_images')} training images (seed 0); {study['images']} test images; mean [95 % bootstrap interval], "
                "paired Wilcoxon p</p><table><tr><th>model</th><th>metric</th><th>plain</th><th>regularised</th><th>p</th></tr>"]
     for kind, k in study["kinds"].items():
