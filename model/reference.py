@@ -242,6 +242,8 @@ class Reference(nn.Module):
         self.gradcam_layer = getattr(self, "gradcam_candidate", None) or last_spatial_act
         self.classes = int(meta["classes"])
         self._program = self._program_state = None
+        # where every weight and threshold tensor lives (buffer dict, name)
+        self._slots = [(m._buffers, k) for m in self.stages for k in ("W", "T") if k in m._buffers]
         self.native_ok = self._native_supported()
         self.eval()
 
@@ -376,22 +378,17 @@ class Reference(nn.Module):
                 v = v.reshape(len(v), -1)
         return np.rint(v).astype(np.int64)
 
-    def _weights_state(self):
-        """Every weight and threshold tensor with its in-place version counter."""
-        return [(t, t._version) for m in self.stages for t in (m._buffers.get("W"), m._buffers.get("T"))
-                if t is not None]
-
     def _native_ready(self):
         """Whether the native kernels can run this model as its weights are now; (re)binds them
-        on the first call and whenever a weight or threshold tensor changed in place."""
+        on the first call and whenever a weight or threshold tensor was replaced or changed in
+        place (its version counter moved)."""
         if not kernels.available():
             return False
-        state = self._weights_state()
-        if self._program_state is None or len(state) != len(self._program_state) or any(
-                a is not b or u != v for (a, u), (b, v) in zip(state, self._program_state)):
+        state = self._program_state
+        if state is None or any(bufs[k] is not t or t._version != v for (bufs, k), (t, v) in zip(self._slots, state)):
             self.native_ok = self._native_supported()
             self._program = self._native_program() if self.native_ok else None
-            self._program_state = state
+            self._program_state = [(bufs[k], bufs[k]._version) for bufs, k in self._slots]
         return self.native_ok
 
     def _native_batch(self, x):
