@@ -154,9 +154,8 @@ class LinearStage(nn.Module):
         W = self.W.numpy()
         conv = self.conv or dict(kernel=[1, 1], stride=[1, 1])
         geo = dict(kernel=conv["kernel"], stride=conv["stride"], thr=None if thr is None else kernels.int_thresholds(thr))
-        if self.kind == "xnor":
-            g = group if self.conv is None else K // (conv["kernel"][0] * conv["kernel"][1])
-            words = _pack_words(W.T.reshape(MH, K // g, g)).reshape(MH, -1)
+        if self.kind == "xnor":   # the weight rows packed as the input is: groups of `group` bits
+            words = _pack_words(W.T.reshape(MH, K // group, group)).reshape(MH, -1)
             return kernels.Layer("xnor", kernels.xnor_weights(words), MH, (K,), **geo)
         short = kernels.u8_short_weights(W) if dtype == np.uint8 else None
         if short is not None:   # few inputs per window: 64 neurons at a time in int16

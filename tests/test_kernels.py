@@ -7,20 +7,15 @@ import pytest
 import torch
 
 from model import kernels, zoo
-from model.reference import Reference, _pack_words
+from model.reference import Reference, _im2col, _pack_words
 from model.streamline import streamline
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="no C compiler: the reference runs on numpy")
 
 
 def _windows(x, kernel, stride):
-    """(n, H, W, C) -> (n, OH, OW, kh*kw*C) patches, c innermost (the graph's Im2Col order)."""
-    (kh, kw), (sh, sw) = kernel, stride
-    n, h, w, c = x.shape
-    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
-    s = x.strides
-    win = np.lib.stride_tricks.as_strided(x, (n, oh, ow, kh, kw, c), (s[0], s[1] * sh, s[2] * sw, s[1], s[2], s[3]))
-    return win.reshape(n, oh, ow, kh * kw * c)
+    """(n, H, W, C) -> (n, OH, OW, kh*kw*C) patches: the numpy path's im2col (Im2Col order)."""
+    return _im2col(x, dict(kernel=kernel, stride=stride, pads=[0, 0, 0, 0]))
 
 
 def _thresholds(rng, acc, MH):
