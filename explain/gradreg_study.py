@@ -5,11 +5,12 @@ the guided-gradient loss (explain.gradreg, `model.train --gradreg`), into
 build/gradreg/<model>/{plain,gradreg}/. The schedule is the zoo's own for MLPs (8 epochs on all
 50k training images: the double backward pass took 4 s per 10k images for tfc-w1a1 here, 2 s
 without it), and 1 epoch on the first 10k images for CNV, whose double backward through the
-convolutions is far costlier; `--epochs/--limit` set it. Then it compares the two variants on the same test images: test accuracy; how much the plain input gradient resembles
-guided backprop (cosine and Spearman of the two maps); noise (total variation, high-frequency
-energy) and faithfulness (deletion / insertion AUC) of the gradient maps, with 95 % intervals
-(bootstrap over images) and paired Wilcoxon tests. The BNN is measured on its bit-exact reference (streamlined here).
-Writes build/gradreg/<model>/study.json; the report shows it when present."""
+convolutions is far costlier; `--epochs/--limit` set it. Then it compares the two variants on
+the same test images: test accuracy; how much the plain input gradient resembles guided backprop
+(cosine and Spearman of the two maps); noise (total variation, high-frequency energy) and
+faithfulness (deletion / insertion AUC) of the gradient maps, with 95 % intervals (bootstrap
+over images) and paired Wilcoxon tests. The BNN is measured on its bit-exact reference
+(streamlined here). Writes build/gradreg/<model>/study.json; the report shows it when present."""
 import argparse
 import json
 import os
@@ -89,9 +90,9 @@ def measure(net, x, y, steps):
 
 
 def run(model, lam=LAMBDA, n_images=100, root=None, steps=28, progress=True, epochs=None, limit=None):
-    """epochs/limit: the training schedule of both variants (default: schedule(model))."""
-    if epochs is None and limit is None:
-        epochs, limit = schedule(model)
+    """epochs/limit: the training schedule of both variants (each None: from schedule(model))."""
+    default_epochs, default_limit = schedule(model)
+    epochs, limit = epochs or default_epochs, limit or default_limit
     from explain.report import Sources
     from model import zoo
     twin = zoo.twin_of(model)
@@ -143,8 +144,7 @@ def main(argv=None):
             raise ValueError(f"--model takes the BNN ({zoo.twin_of(a.model)}); its twin is studied alongside")
         if a.lam <= 0 or a.images < 1 or any(v is not None and v < 1 for v in (a.epochs, a.limit)):
             raise ValueError("--lam, --images, --epochs and --limit must be positive")
-        epochs, limit = schedule(a.model)
-        doc, path = run(a.model, a.lam, a.images, epochs=a.epochs or epochs, limit=a.limit or limit)
+        doc, path = run(a.model, a.lam, a.images, epochs=a.epochs, limit=a.limit)
     except (ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
