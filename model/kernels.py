@@ -626,8 +626,9 @@ class Layer:
     `layer(x)` runs a batch. kind "xnor": x (n, H, W, Cw) uint64 words, weights from
     xnor_weights(), args (K,); "int": x int16, weights from int_weights(), args (Kp,); "u8": x
     uint8, weights from u8_weights(), args (Kp, span); "u8_short": x uint8, weights from
-    u8_short_weights(), args (Kp,), thresholds int16. Returns (n, OH, OW, ceil(MH/64)) packed
-    bits of value >= thr (thr from int_thresholds) or, without thr, (n, OH, OW, MH) int32 values."""
+    u8_short_weights(), args (Kp,). thr: the real thresholds (MH,) of a fused binary activation,
+    kept as the integer form the kind compares with. Returns (n, OH, OW, ceil(MH/64)) packed bits
+    of value >= thr or, without thr, (n, OH, OW, MH) int32 values."""
 
     DTYPES = {"xnor": np.uint64, "int": np.int16, "u8": np.uint8, "u8_short": np.uint8}
 
@@ -636,9 +637,9 @@ class Layer:
         self.dtype = self.DTYPES[kind]
         self.w, self.MH, self.args = weights, int(MH), tuple(int(a) for a in args)
         (self.kh, self.kw), (self.sh, self.sw) = kernel, stride
-        self.thr = thr
+        self.thr = None if thr is None else int_thresholds(thr, np.int16 if kind == "u8_short" else np.int32)
         self.width, self.out_dtype = ((MH + 63) // 64, np.uint64) if thr is not None else (MH, np.int32)
-        self._w, self._t = _ptr(weights), None if thr is None else _ptr(thr)
+        self._w, self._t = _ptr(weights), None if thr is None else _ptr(self.thr)
         self._local = threading.local()
 
     def __call__(self, x, ptr=None):

@@ -153,14 +153,13 @@ class LinearStage(nn.Module):
         K, MH = self.W.shape
         W = self.W.numpy()
         conv = self.conv or dict(kernel=[1, 1], stride=[1, 1])
-        geo = dict(kernel=conv["kernel"], stride=conv["stride"], thr=None if thr is None else kernels.int_thresholds(thr))
+        geo = dict(kernel=conv["kernel"], stride=conv["stride"], thr=thr)
         if self.kind == "xnor":   # the weight rows packed as the input is: groups of `group` bits
             words = _pack_words(W.T.reshape(MH, K // group, group)).reshape(MH, -1)
             return kernels.Layer("xnor", kernels.xnor_weights(words), MH, (K,), **geo)
         short = kernels.u8_short_weights(W) if dtype == np.uint8 else None
         if short is not None:   # few inputs per window: 64 neurons at a time in int16
             w8, Kp = short
-            geo["thr"] = None if thr is None else kernels.int_thresholds(thr, np.int16)
             return kernels.Layer("u8_short", w8, MH, (Kp,), **geo)
         small = kernels.u8_weights(W) if dtype == np.uint8 else None
         if small is not None:   # bytes against small weights: the byte multiply-add kernel

@@ -32,12 +32,13 @@ def _bits(values, T):
     return _pack_words(b)
 
 
-def _check(layer_for, x, acc, rng):
+def _check(layer_args, x, acc, rng):
+    """The kernels.Layer(*layer_args) without thresholds gives acc; with thresholds, their bits."""
     MH = acc.shape[-1]
-    out, _ = layer_for(None)(x)
+    out, _ = kernels.Layer(*layer_args)(x)
     assert np.array_equal(out, acc)
     T = _thresholds(rng, acc, MH)
-    out, _ = layer_for(T)(x)
+    out, _ = kernels.Layer(*layer_args, thr=T)(x)
     assert np.array_equal(out, _bits(acc, T))
 
 
@@ -65,8 +66,7 @@ def test_xnor_layer(n, H, W, Cw, kernel, stride, MH):
     patches = _windows(x, kernel, stride)
     acc = K - np.bitwise_count(patches[..., None, :] ^ w).sum(-1).astype(np.int64)
     wl = kernels.xnor_weights(w)
-    _check(lambda T: kernels.Layer("xnor", wl, MH, (K,), kernel, stride,
-                                   None if T is None else kernels.int_thresholds(T)), x, acc, rng)
+    _check(("xnor", wl, MH, (K,), kernel, stride), x, acc, rng)
 
 
 INT_CASES = [  # (n, H, W, C, kernel, stride, MH, wmax)
@@ -92,21 +92,17 @@ def test_integer_layers(n, H, W, C, kernel, stride, MH, wmax):
     Wt[:, 0], Wt[:, -1] = wmax, -wmax            # with x = 255: the largest sums there are
     acc = _windows(x.astype(np.int64), kernel, stride) @ Wt
     w16, Kp = kernels.int_weights(Wt)
-    _check(lambda T: kernels.Layer("int", w16, MH, (Kp,), kernel, stride,
-                                   None if T is None else kernels.int_thresholds(T)), x.astype(np.int16), acc, rng)
+    _check(("int", w16, MH, (Kp,), kernel, stride), x.astype(np.int16), acc, rng)
     w8, Kp8, span = kernels.u8_weights(Wt)
-    _check(lambda T: kernels.Layer("u8", w8, MH, (Kp8, span), kernel, stride,
-                                   None if T is None else kernels.int_thresholds(T)), x, acc, rng)
+    _check(("u8", w8, MH, (Kp8, span), kernel, stride), x, acc, rng)
     short = kernels.u8_short_weights(Wt)
     assert (short is not None) == (K * 255 * wmax < 2**15 - 1)
     if short is not None:
-        _check(lambda T: kernels.Layer("u8_short", short[0], MH, (short[1],), kernel, stride,
-                                       None if T is None else kernels.int_thresholds(T, np.int16)), x, acc, rng)
+        _check(("u8_short", short[0], MH, (short[1],), kernel, stride), x, acc, rng)
     # signed inputs (levels of a multi-bit activation) through the int16 kernel
     xs = rng.integers(-3, 4, (n, H, W, C)).astype(np.int16)
     accs = _windows(xs.astype(np.int64), kernel, stride) @ Wt
-    _check(lambda T: kernels.Layer("int", w16, MH, (Kp,), kernel, stride,
-                                   None if T is None else kernels.int_thresholds(T)), xs, accs, rng)
+    _check(("int", w16, MH, (Kp,), kernel, stride), xs, accs, rng)
 
 
 def test_or_pool():
@@ -130,7 +126,7 @@ def test_portable_build_matches(tmp_path):
     rng = np.random.default_rng(9)
     x = rng.integers(0, 2**64, (3, 6, 6, 2), dtype=np.uint64)
     w = kernels.xnor_weights(rng.integers(0, 2**64, (13, 18), dtype=np.uint64))
-    T = kernels.int_thresholds(rng.integers(500, 700, 13) + 0.5)
+    T = rng.integers(500, 700, 13) + 0.5
     for thr in (None, T):
         a = kernels.Layer("xnor", w, 13, (1152,), (3, 3), (1, 1), thr)(x)[0]
         b = kernels.Layer("xnor", w, 13, (1152,), (3, 3), (1, 1), thr, lib=lib)(x)[0]
