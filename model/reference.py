@@ -115,11 +115,12 @@ class LinearStage(nn.Module):
     const = property(lambda self: self._derived()[1])
     words = property(lambda self: self._derived()[2])
 
-    def native_step(self, dtype, bits, group, thr):
+    def native_step(self, dtype, bits, group, thr, pool=None):
         """This layer as one native kernel call: a function of a batch h (integer values of
         `dtype`, or packed bits with `group` bits per word group), thr the real thresholds of a
-        fused binary activation or None. The function returns packed bits of acc >= thr (then
-        `bits` of the result is True) or int32 accumulators."""
+        fused binary activation or None, pool the (kernel, stride) of a max-pooling fused behind
+        it. The function returns packed bits of acc >= thr (then `bits` of the result is True),
+        pooled if asked, or int32 accumulators."""
         pre = []
         if self.kind == "xnor" and not bits:   # {0,1} values: pack each pixel's channels / each row
             K = self.W.shape[0]
@@ -132,7 +133,7 @@ class LinearStage(nn.Module):
         if self.conv and any(self.conv["pads"]):
             p, v = self.conv["pads"], int(self.conv.get("pad_value", 0))
             pre.append(lambda h: np.pad(h, ((0, 0), (p[0], p[2]), (p[1], p[3]), (0, 0)), constant_values=v))
-        layer = self._native_layer(dtype, group, thr)
+        layer = self._native_layer(dtype, group, thr, pool)
         conv = self.conv is not None
 
         def step(h, ptr):
@@ -144,19 +145,21 @@ class LinearStage(nn.Module):
                 return layer(h, ptr)
             out, ptr = layer(h.reshape(len(h), 1, 1, -1), ptr)
             return out.reshape(len(h), -1), ptr
+        step.layer = layer
         return step, thr is not None
 
-    def _native_layer(self, dtype, group, thr):
-        """The kernel for this layer's weights and input: XNOR-popcount for binary layers; for
-        integer ones, bytes (the 8-bit first layer) take a byte multiply-add kernel, the
-        short-window one when int16 sums suffice, everything else the int16 kernel."""
+    def _native_layer(self, dtype, group, thr, pool=None):
+        """The kernel for this layer's weights and input: XNOR-popcount for binary layers (with
+        the max-pooling behind their binary activation, if any, fused in); for integer ones,
+        bytes (the 8-bit first layer) take a byte multiply-add kernel, the short-window one when
+        int16 sums suffice, everything else the int16 kernel."""
         K, MH = self.W.shape
         W = self.W.numpy()
         conv = self.conv or dict(kernel=[1, 1], stride=[1, 1])
         geo = dict(kernel=conv["kernel"], stride=conv["stride"], thr=thr)
         if self.kind == "xnor":   # the weight rows packed as the input is: groups of `group` bits
             words = _pack_words(W.T.reshape(MH, K // group, group)).reshape(MH, -1)
-            return kernels.Layer("xnor", kernels.xnor_weights(words), MH, (K,), **geo)
+            return kernels.Layer("xnor", kernels.xnor_weights(words), MH, (K,), pool=pool, **geo)
         short = kernels.u8_short_weights(W) if dtype == np.uint8 else None
         if short is not None:   # few inputs per window: 64 neurons at a time in int16
             w8, Kp = short
@@ -411,14 +414,17 @@ class Reference(nn.Module):
                 nxt = plan[i + 1] if i + 1 < len(plan) else None
                 act = self.stages[nxt[1]] if nxt and nxt[0] == "act" else None
                 thr = act.T.numpy()[:, 0] if act is not None and act.T.shape[1] == 1 else None
+                after = plan[i + 2] if thr is not None and i + 2 < len(plan) else None
+                # a max-pooling of an XNOR convolution's bits runs inside its kernel
+                pool = after[1] if after and after[0] == "pool" and st.kind == "xnor" and st.conv else None
                 if not st.conv and ndim > 2:
                     steps.append(_flatten)   # NHWC flatten: words of a pixel stay together
                     ndim = 2
-                step, bits = st.native_step(dtype, bits, group, thr)
+                step, bits = st.native_step(dtype, bits, group, thr, pool)
                 steps.append(step)
                 group = st.W.shape[1] if bits else None
                 dtype = np.dtype(np.uint64 if bits else np.int32)
-                i += 2 if thr is not None else 1
+                i += 1 + (thr is not None) + (pool is not None)
                 continue
             if kind == "act":
                 T = self.stages[arg].T.numpy()

@@ -69,6 +69,41 @@ def test_xnor_layer(n, H, W, Cw, kernel, stride, MH):
     _check(("xnor", wl, MH, (K,), kernel, stride), x, acc, rng)
 
 
+POOL_CASES = [  # (n, H, W, Cw, kernel, stride, MH, pool kernel, pool stride)
+    (3, 8, 8, 1, (3, 3), (1, 1), 64, (2, 2), (2, 2)),     # 9 words, one output word
+    (2, 9, 8, 2, (3, 3), (1, 1), 70, (2, 2), (2, 2)),     # 18 words, 7x6 output: floor, 2 words
+    (2, 7, 7, 4, (3, 3), (1, 1), 130, (3, 3), (2, 2)),    # 36 words, overlapping windows
+    (2, 6, 7, 3, (2, 2), (1, 1), 5, (2, 2), (1, 1)),      # 12 words (generic copy), stride 1
+    (3, 8, 9, 1, (3, 3), (2, 1), 9, (2, 3), (2, 2)),      # strided convolution, 2x3 windows
+]
+
+
+@pytest.mark.parametrize("n,H,W,Cw,kernel,stride,MH,pk,ps", POOL_CASES)
+def test_xnor_layer_with_fused_pooling(n, H, W, Cw, kernel, stride, MH, pk, ps):
+    """Pooled bits = OR over the window of (matches >= thr), whichever position passes first."""
+    rng = np.random.default_rng(n * 10 + MH)
+    x = rng.integers(0, 2**64, (n, H, W, Cw), dtype=np.uint64)
+    Kw = kernel[0] * kernel[1] * Cw
+    w = rng.integers(0, 2**64, (MH, Kw), dtype=np.uint64)
+    K = 64 * Kw
+    acc = K - np.bitwise_count(_windows(x, kernel, stride)[..., None, :] ^ w).sum(-1).astype(np.int64)
+    T = _thresholds(rng, acc, MH)
+    T[1::5] = np.median(acc.reshape(-1, MH), 0)[1::5]   # near the middle: positions pass in any order
+    win = _windows((acc >= T).astype(np.uint8), pk, ps)   # (n, POH, POW, pkh*pkw*MH)
+    want = _pack_words(win.reshape(*win.shape[:3], -1, MH).max(3))
+    layer = kernels.Layer("xnor", kernels.xnor_weights(w), MH, (K,), kernel, stride, T, pool=(pk, ps))
+    out, _ = layer(x)
+    assert np.array_equal(out, want)
+    again, _ = layer(x)                                   # the kept output buffer is rewritten whole
+    assert np.array_equal(again, want)
+
+
+def test_only_xnor_layers_with_thresholds_fuse_pooling():
+    w = kernels.xnor_weights(np.zeros((4, 9), np.uint64))
+    with pytest.raises(ValueError, match="binary activation"):
+        kernels.Layer("xnor", w, 4, (576,), (3, 3), (1, 1), pool=((2, 2), (2, 2)))
+
+
 INT_CASES = [  # (n, H, W, C, kernel, stride, MH, wmax)
     (5, 1, 1, 784, (1, 1), (1, 1), 64, 1),
     (4, 1, 1, 3001, (1, 1), (1, 1), 10, 1),     # several int16 spans of the byte kernel
@@ -127,9 +162,9 @@ def test_portable_build_matches(tmp_path):
     x = rng.integers(0, 2**64, (3, 6, 6, 2), dtype=np.uint64)
     w = kernels.xnor_weights(rng.integers(0, 2**64, (13, 18), dtype=np.uint64))
     T = rng.integers(500, 700, 13) + 0.5
-    for thr in (None, T):
-        a = kernels.Layer("xnor", w, 13, (1152,), (3, 3), (1, 1), thr)(x)[0]
-        b = kernels.Layer("xnor", w, 13, (1152,), (3, 3), (1, 1), thr, lib=lib)(x)[0]
+    for thr, pool in ((None, None), (T, None), (T, ((2, 2), (2, 2)))):
+        a = kernels.Layer("xnor", w, 13, (1152,), (3, 3), (1, 1), thr, pool=pool)(x)[0]
+        b = kernels.Layer("xnor", w, 13, (1152,), (3, 3), (1, 1), thr, lib=lib, pool=pool)(x)[0]
         assert np.array_equal(a, b)
     xb = rng.integers(0, 256, (4, 9, 9, 1)).astype(np.uint8)
     Wt = 2 * rng.integers(0, 2, (9, 70)) - 1
@@ -155,6 +190,8 @@ def test_reference_native_path_equals_numpy_path(name, tmp_path):
     x = np.random.default_rng(1).integers(0, 256, (37 if name.startswith("cnv") else 300, h, w, c), dtype=np.uint8)
     x[0], x[1] = 0, 255
     assert np.array_equal(ref.predict_int(x, batch=16), ref._predict_batch(x))
+    pooled = [s.layer.pool for s in ref._program if hasattr(s, "layer") and s.layer.pool]
+    assert len(pooled) == (2 if name == "cnv-w1a1" else 0)   # both of CNV's binary pools fused
 
 
 def _zoo_reference(name, tmp_path, seed=4):
