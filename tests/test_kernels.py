@@ -75,6 +75,8 @@ POOL_CASES = [  # (n, H, W, Cw, kernel, stride, MH, pool kernel, pool stride)
     (2, 7, 7, 4, (3, 3), (1, 1), 130, (3, 3), (2, 2)),    # 36 words, overlapping windows
     (2, 6, 7, 3, (2, 2), (1, 1), 5, (2, 2), (1, 1)),      # 12 words (generic copy), stride 1
     (3, 8, 9, 1, (3, 3), (2, 1), 9, (2, 3), (2, 2)),      # strided convolution, 2x3 windows
+    (2, 6, 6, 3, (3, 3), (1, 1), 66, (2, 2), (2, 2)),     # 27 words: 16 of them vector, 11 scalar
+    (1, 5, 5, 14, (3, 3), (1, 1), 3, (2, 2), (2, 2)),     # 126 words: too many for byte counters
 ]
 
 
