@@ -540,6 +540,145 @@ void u8_short_layer(const uint8_t *x, const int64_t *g, const int8_t *w, int64_t
     }
 }
 
+/* The 8-bit first layer when its weights are all +-1 (a binarised layer on bytes) and its
+   activation binary: 16 neighbouring outputs of a row side by side in int16 lanes, and no
+   multiplies. The taps are taken three at a time; the 8 signed sums +-a +-b +-c of each three
+   are computed once per 16 outputs, and each neuron adds one of them per three taps (a 3x3
+   window: 2 additions per neuron, against 9 multiply-adds). Bits are gathered by shifting, 16
+   neurons to a lane, then interleaved into each output's words. x (n, H, W, C) uint8 with
+   stride 1 along W; idx (ceil(MH/64)*64, nch) int32: per neuron and group of three taps, which
+   signed sum (group*8 + 1 bit per tap, set for -1; the taps of a window in Im2Col order, a last
+   short group padded with +0 taps); thr (ceil(MH/64)*64) int16; out as in xnor_layer (bits). The
+   caller keeps K * 255 < 2^15. */
+#define SIGN_MAXG 16
+static inline __attribute__((always_inline))
+void sign_row(const uint8_t *x, const int64_t *g, const int32_t *idx, int64_t MH, int64_t K,
+              const int16_t *thr, uint64_t *out, uint8_t *rows, int64_t row, int64_t nch)
+{
+    int64_t n = g[0], H = g[1], W = g[2], C = g[3], kh = g[4], kw = g[5], sh = g[6], OH = g[8], OW = g[9];
+    int64_t NWo = (MH + 63) / 64, MHp = NWo * 64, Wp = W + 32;
+    int64_t img = row / OH, oy = row % OH;
+    /* the window's input rows, one plane per channel, padded so that 16-byte loads stay inside
+       (read in place when there is one channel and the loads stay inside x) */
+    const uint8_t *plane[SIGN_MAXG * 3];
+    int direct = C == 1 && ((img * H + oy * sh + kh - 1) * W + W + 16) <= n * H * W;
+    for (int64_t r = 0; r < kh; r++)
+        for (int64_t c = 0; c < C; c++) {
+            const uint8_t *src = x + (img * H + oy * sh + r) * W * C + c;
+            if (direct) {
+                plane[r * C + c] = src;
+                continue;
+            }
+            uint8_t *d = rows + (r * C + c) * Wp;
+            for (int64_t xx = 0; xx < W; xx++) d[xx] = src[xx * C];
+            plane[r * C + c] = d;
+        }
+    const uint8_t *tap[SIGN_MAXG * 3];   /* where each tap of the window reads, in Im2Col order */
+    for (int64_t r = 0, k = 0; r < kh; r++)
+        for (int64_t dx = 0; dx < kw; dx++)
+            for (int64_t c = 0; c < C; c++, k++) tap[k] = plane[r * C + c] + dx;
+    for (int64_t x0 = 0; x0 < OW; x0 += 16) {
+        int64_t cnt = OW - x0 < 16 ? OW - x0 : 16;
+        uint64_t words[16];
+#ifdef __AVX2__
+        __m256i T[SIGN_MAXG * 8];
+        for (int64_t j = 0; j < nch; j++) {
+            __m256i v[3];
+            for (int t = 0; t < 3; t++) {
+                int64_t k = 3 * j + t;
+                if (k < K) {
+                    v[t] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(tap[k] + x0)));
+                } else {
+                    v[t] = _mm256_setzero_si256();
+                }
+            }
+            __m256i s = _mm256_add_epi16(v[0], v[1]), d = _mm256_sub_epi16(v[0], v[1]), z = _mm256_setzero_si256();
+            __m256i *Tj = T + 8 * j;   /* bit t of the index: tap t is negated */
+            Tj[0] = _mm256_add_epi16(s, v[2]);
+            Tj[4] = _mm256_sub_epi16(s, v[2]);
+            Tj[2] = _mm256_add_epi16(d, v[2]);
+            Tj[6] = _mm256_sub_epi16(d, v[2]);
+            Tj[7] = _mm256_sub_epi16(z, Tj[0]);
+            Tj[3] = _mm256_sub_epi16(z, Tj[4]);
+            Tj[5] = _mm256_sub_epi16(z, Tj[2]);
+            Tj[1] = _mm256_sub_epi16(z, Tj[6]);
+        }
+        for (int64_t n0 = 0; n0 < MHp; n0 += 64) {
+            /* field q gathers neurons n0+16q+15 down to n0+16q: each doubles what came before,
+               so neuron b ends at bit b; a 1 marks a neuron below its threshold. The four
+               fields are independent chains, interleaved. */
+            __m256i fail[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+            for (int64_t b = 15; b >= 0; b--)
+                for (int q = 0; q < 4; q++) {
+                    int64_t nn = n0 + 16 * q + b;
+                    const int32_t *ix = idx + nn * nch;
+                    __m256i acc = T[ix[0]];
+                    for (int64_t j = 1; j < nch; j++) acc = _mm256_add_epi16(acc, T[ix[j]]);
+                    __m256i below = _mm256_cmpgt_epi16(_mm256_loadu_si256((const __m256i *)(thr + 16 * nn)), acc);
+                    fail[q] = _mm256_sub_epi16(_mm256_add_epi16(fail[q], fail[q]), below);
+                }
+            /* lanes hold outputs 0-7 | 8-15; interleave the four 16-neuron fields into one
+               64-bit word per output */
+            __m256i u0 = _mm256_unpacklo_epi16(fail[0], fail[1]), u1 = _mm256_unpackhi_epi16(fail[0], fail[1]);
+            __m256i v0 = _mm256_unpacklo_epi16(fail[2], fail[3]), v1 = _mm256_unpackhi_epi16(fail[2], fail[3]);
+            __m256i w0 = _mm256_unpacklo_epi32(u0, v0), w1 = _mm256_unpackhi_epi32(u0, v0);
+            __m256i w2 = _mm256_unpacklo_epi32(u1, v1), w3 = _mm256_unpackhi_epi32(u1, v1);
+            __m256i ones = _mm256_set1_epi8(-1);
+            _mm256_storeu_si256((__m256i *)(words + 0), _mm256_xor_si256(_mm256_permute2x128_si256(w0, w1, 0x20), ones));
+            _mm256_storeu_si256((__m256i *)(words + 4), _mm256_xor_si256(_mm256_permute2x128_si256(w2, w3, 0x20), ones));
+            _mm256_storeu_si256((__m256i *)(words + 8), _mm256_xor_si256(_mm256_permute2x128_si256(w0, w1, 0x31), ones));
+            _mm256_storeu_si256((__m256i *)(words + 12), _mm256_xor_si256(_mm256_permute2x128_si256(w2, w3, 0x31), ones));
+            for (int64_t i = 0; i < cnt; i++) out[(row * OW + x0 + i) * NWo + n0 / 64] = words[i];
+        }
+#else
+        for (int64_t n0 = 0; n0 < MHp; n0 += 64) {
+            for (int64_t i = 0; i < cnt; i++) words[i] = 0;
+            for (int64_t b = 0; b < 64; b++) {
+                const int32_t *ix = idx + (n0 + b) * nch;
+                for (int64_t i = 0; i < cnt; i++) {
+                    int32_t acc = 0;
+                    for (int64_t k = 0; k < K; k++) {
+                        int32_t v = tap[k][x0 + i];
+                        acc += ix[k / 3] >> (k % 3) & 1 ? -v : v;
+                    }
+                    words[i] |= (uint64_t)(acc >= thr[16 * (n0 + b)]) << b;
+                }
+            }
+            for (int64_t i = 0; i < cnt; i++) out[(row * OW + x0 + i) * NWo + n0 / 64] = words[i];
+        }
+#endif
+    }
+}
+static void sign_row_3(const uint8_t *x, const int64_t *g, const int32_t *idx, int64_t MH, int64_t K,
+                       const int16_t *thr, uint64_t *out, uint8_t *rows, int64_t row)
+{ sign_row(x, g, idx, MH, K, thr, out, rows, row, 3); }
+
+/* The 8-bit first layer when its weights are all +-1 (a binarised layer on bytes) and its
+   activation binary: 16 neighbouring outputs of a row side by side in int16 lanes, and no
+   multiplies. The taps are taken three at a time; the 8 signed sums +-a +-b +-c of each three
+   are computed once per 16 outputs, and each neuron adds one of them per three taps (a 3x3
+   window: 2 additions per neuron, against 9 multiply-adds). Bits are gathered by shifting, 16
+   neurons to a lane, then interleaved into each output's words. x (n, H, W, C) uint8 with
+   stride 1 along W; idx (ceil(MH/64)*64, ceil(K/3)) int32: per neuron and group of three taps,
+   which signed sum (group*8 + 1 bit per tap, set for -1; the taps of a window in Im2Col order,
+   a last short group padded with +0 taps); thr (ceil(MH/64)*64, 16) int16, each threshold
+   repeated across a vector; out as in xnor_layer (bits). The caller keeps K <= 48. */
+void u8_sign_layer(const uint8_t *x, const int64_t *g, const int32_t *idx, int64_t MH, int64_t K,
+                   const int16_t *thr, uint64_t *out)
+{
+    int64_t rows_n = g[0] * g[8], nch = (K + 2) / 3;
+    #pragma omp parallel if (rows_n * g[9] * MH * K > (1 << 18))
+    {
+        uint8_t *rows = calloc(g[4] * g[3] * (g[2] + 32), 1);
+        #pragma omp for schedule(dynamic, 4)
+        for (int64_t row = 0; row < rows_n; row++) {
+            if (nch == 3) sign_row_3(x, g, idx, MH, K, thr, out, rows, row);
+            else sign_row(x, g, idx, MH, K, thr, out, rows, row, nch);
+        }
+        free(rows);
+    }
+}
+
 /* Max-pooling of binary activations is the OR of the window's packed words. x (n, H, W, Cw)
    words, g as above; out (n, OH, OW, Cw). */
 void or_pool(const uint64_t *x, const int64_t *g, uint64_t *out)
@@ -612,9 +751,10 @@ def _open(path):
     lib.int_layer.argtypes = [p, g, p, i64, i64, p, p]
     lib.u8_layer.argtypes = [p, g, p, i64, i64, i64, p, p]
     lib.u8_short_layer.argtypes = [p, g, p, i64, i64, p, p]
+    lib.u8_sign_layer.argtypes = [p, g, p, i64, i64, p, p]
     lib.or_pool.argtypes = [p, g, p]
     lib.xnor_pool_rest.argtypes = [p, g, p, i64, p, g, p]
-    for f in (lib.xnor_gemm, lib.xnor_layer, lib.xnor_pool_rest, lib.int_layer, lib.u8_layer, lib.u8_short_layer, lib.or_pool):
+    for f in (lib.xnor_gemm, lib.xnor_layer, lib.xnor_pool_rest, lib.int_layer, lib.u8_layer, lib.u8_short_layer, lib.u8_sign_layer, lib.or_pool):
         f.restype = None
     return lib
 
@@ -702,6 +842,21 @@ def u8_short_weights(W):
     return np.ascontiguousarray(m), Kp
 
 
+def u8_sign_weights(W, kernel=(1, 1), stride=(1, 1)):
+    """Weights (K, MH) all +-1 -> (the per-neuron sum indices u8_sign_layer reads, K), or None
+    when some weight is not +-1, the layer steps more than one input along a row, or a window is
+    too long for the kernel's table (K > 48)."""
+    W = np.asarray(W)
+    K, MH = W.shape
+    if stride[1] != 1 or K > 3 * 16 or not np.isin(W, (-1, 1)).all():
+        return None
+    nch, MHp = -(-K // 3), -(-MH // 64) * 64
+    neg = np.zeros((MHp, nch * 3), np.int32)
+    neg[:MH, :K] = W.T < 0
+    idx = np.arange(nch, dtype=np.int32) * 8 + (neg.reshape(MHp, nch, 3) << np.arange(3)).sum(-1)
+    return np.ascontiguousarray(idx, np.int32), K
+
+
 def int_thresholds(T, dtype=np.int32, block=64):
     """Real thresholds (MH,) -> the least integer accumulator that passes each, padded to a
     multiple of `block` with thresholds no accumulator reaches. acc >= T <=> acc >= ceil(T) for
@@ -734,13 +889,14 @@ class Layer:
     `layer(x)` runs a batch. kind "xnor": x (n, H, W, Cw) uint64 words, weights from
     xnor_weights(), args (K,); "int": x int16, weights from int_weights(), args (Kp,); "u8": x
     uint8, weights from u8_weights(), args (Kp, span); "u8_short": x uint8, weights from
-    u8_short_weights(), args (Kp,). thr: the real thresholds (MH,) of a fused binary activation,
+    u8_short_weights(), args (Kp,); "u8_sign": x uint8, weights from u8_sign_weights(), args
+    (K,), thresholds required. thr: the real thresholds (MH,) of a fused binary activation,
     kept as the integer form the kind compares with. Returns (n, OH, OW, ceil(MH/64)) packed bits
     of value >= thr or, without thr, (n, OH, OW, MH) int32 values. pool: (kernel, stride) of a
     max-pooling of those bits fused into an XNOR layer (the output is then the pooled bits): the
     first position of each window runs blocked, the others only for the neurons still 0."""
 
-    DTYPES = {"xnor": np.uint64, "int": np.int16, "u8": np.uint8, "u8_short": np.uint8}
+    DTYPES = {"xnor": np.uint64, "int": np.int16, "u8": np.uint8, "u8_short": np.uint8, "u8_sign": np.uint8}
 
     def __init__(self, kind, weights, MH, args, kernel=(1, 1), stride=(1, 1), thr=None, lib=None, pool=None):
         lib = lib or _load()
@@ -748,7 +904,11 @@ class Layer:
         self.dtype = self.DTYPES[kind]
         self.w, self.MH, self.args = weights, int(MH), tuple(int(a) for a in args)
         (self.kh, self.kw), (self.sh, self.sw) = kernel, stride
-        self.thr = None if thr is None else int_thresholds(thr, np.int16 if kind == "u8_short" else np.int32)
+        if kind == "u8_sign" and thr is None:
+            raise ValueError("the +-1 byte kernel computes a binary activation: it needs thresholds")
+        self.thr = None if thr is None else int_thresholds(thr, np.int16 if kind in ("u8_short", "u8_sign") else np.int32)
+        if kind == "u8_sign":   # one vector per threshold: a compare with no broadcast
+            self.thr = np.ascontiguousarray(np.repeat(self.thr, 16))
         self.width, self.out_dtype = ((MH + 63) // 64, np.uint64) if thr is not None else (MH, np.int32)
         self._w, self._t = _ptr(weights), None if thr is None else _ptr(self.thr)
         self.pool = None

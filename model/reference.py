@@ -151,8 +151,9 @@ class LinearStage(nn.Module):
     def _native_layer(self, dtype, group, thr, pool=None):
         """The kernel for this layer's weights and input: XNOR-popcount for binary layers (with
         the max-pooling behind their binary activation, if any, fused in); for integer ones,
-        bytes (the 8-bit first layer) take a byte multiply-add kernel, the short-window one when
-        int16 sums suffice, everything else the int16 kernel."""
+        bytes (the 8-bit first layer) take signed sums when the weights are +-1 and the
+        activation binary, else a byte multiply-add kernel (the short-window one when int16 sums
+        suffice); everything else the int16 kernel."""
         K, MH = self.W.shape
         W = self.W.numpy()
         conv = self.conv or dict(kernel=[1, 1], stride=[1, 1])
@@ -160,6 +161,9 @@ class LinearStage(nn.Module):
         if self.kind == "xnor":   # the weight rows packed as the input is: groups of `group` bits
             words = _pack_words(W.T.reshape(MH, K // group, group)).reshape(MH, -1)
             return kernels.Layer("xnor", kernels.xnor_weights(words), MH, (K,), pool=pool, **geo)
+        sign = kernels.u8_sign_weights(W, conv["kernel"], conv["stride"]) if dtype == np.uint8 and thr is not None else None
+        if sign is not None:   # +-1 weights on bytes: signed sums, 16 outputs at a time
+            return kernels.Layer("u8_sign", sign[0], MH, (sign[1],), **geo)
         short = kernels.u8_short_weights(W) if dtype == np.uint8 else None
         if short is not None:   # few inputs per window: 64 neurons at a time in int16
             w8, Kp = short

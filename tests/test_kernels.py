@@ -142,6 +142,71 @@ def test_integer_layers(n, H, W, C, kernel, stride, MH, wmax):
     _check(("int", w16, MH, (Kp,), kernel, stride), xs, accs, rng)
 
 
+SIGN_CASES = [  # (n, H, W, C, kernel, stride, MH)
+    (4, 32, 32, 1, (3, 3), (1, 1), 64),    # CNV's first layer on MNIST: 30 = 16 + 14 outputs a row
+    (3, 8, 7, 1, (3, 3), (1, 1), 64),      # 5 outputs a row: one short block
+    (2, 6, 40, 3, (3, 3), (2, 1), 70),     # 27 taps (9 groups), channels copied apart, 2 words
+    (2, 5, 20, 2, (2, 2), (1, 1), 5),      # 8 taps: a last group of two
+    (1, 4, 17, 1, (1, 1), (1, 1), 3),      # one tap
+]
+
+
+@pytest.mark.parametrize("n,H,W,C,kernel,stride,MH", SIGN_CASES)
+def test_sign_byte_layer(n, H, W, C, kernel, stride, MH):
+    """The +-1 first-layer kernel: bits of (bytes . weights >= thr), against numpy."""
+    rng = np.random.default_rng(H * W + MH)
+    x = rng.integers(0, 256, (n, H, W, C)).astype(np.uint8)
+    x[-1, -1] = 255                               # the input's last bytes: reads stay inside
+    K = kernel[0] * kernel[1] * C
+    Wt = 2 * rng.integers(0, 2, (K, MH)) - 1
+    Wt[:, 0], Wt[:, -1] = 1, -1                   # the largest sums of either sign
+    acc = _windows(x.astype(np.int64), kernel, stride) @ Wt
+    T = _thresholds(rng, acc, MH)
+    idx, K_ = kernels.u8_sign_weights(Wt, kernel, stride)
+    out, _ = kernels.Layer("u8_sign", idx, MH, (K_,), kernel, stride, T)(x)
+    assert np.array_equal(out, _bits(acc, T))
+
+
+GUARDED = """
+import ctypes, mmap, sys
+import numpy as np
+from model import kernels
+n, H, W = 2, 9, 32
+size, page = n * H * W, mmap.PAGESIZE
+pages = -(-size // page) * page
+buf = mmap.mmap(-1, pages + page)
+libc = ctypes.CDLL(None)
+base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+assert libc.mprotect(ctypes.c_void_p(base + pages), page, 0) == 0   # PROT_NONE after the input
+x = np.frombuffer(buf, np.uint8, size, pages - size).reshape(n, H, W, 1)
+x[:] = np.random.default_rng(0).integers(0, 256, x.shape)
+Wt = 2 * np.random.default_rng(1).integers(0, 2, (9, 64)) - 1
+idx, K = kernels.u8_sign_weights(Wt, (3, 3), (1, 1))
+out, _ = kernels.Layer("u8_sign", idx, 64, (K,), (3, 3), (1, 1), np.zeros(64))(x)
+print("read inside")
+"""
+
+
+def test_sign_byte_layer_reads_nothing_past_its_input():
+    """The 16-byte loads of the last row end inside the input: a page right after it that
+    cannot be read would crash the process otherwise."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    r = subprocess.run([sys.executable, "-c", GUARDED], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert r.returncode == 0 and "read inside" in r.stdout, r.stderr[-500:]
+
+
+def test_sign_byte_layer_takes_only_what_it_computes():
+    ones = np.ones((9, 4), np.int64)
+    assert kernels.u8_sign_weights(ones, (3, 3), (1, 2)) is None          # strided along a row
+    assert kernels.u8_sign_weights(np.where(np.eye(9, 4) > 0, 0, 1)) is None   # a zero weight
+    assert kernels.u8_sign_weights(np.ones((49, 4), np.int64)) is None     # too long a window
+    with pytest.raises(ValueError, match="thresholds"):
+        kernels.Layer("u8_sign", kernels.u8_sign_weights(ones)[0], 4, (9,), (3, 3), (1, 1))
+
+
 def test_or_pool():
     rng = np.random.default_rng(5)
     x = rng.integers(0, 2**64, (3, 7, 6, 2), dtype=np.uint64)
@@ -176,6 +241,11 @@ def test_portable_build_matches(tmp_path):
         a = kernels.Layer(kind, wl, 70, args, (3, 3), (1, 1))(xi)[0]
         b = kernels.Layer(kind, wl, 70, args, (3, 3), (1, 1), lib=lib)(xi)[0]
         assert np.array_equal(a, b), kind
+    idx, K = kernels.u8_sign_weights(Wt, (3, 3), (1, 1))
+    Tb = rng.integers(-300, 300, 70) + 0.5
+    a = kernels.Layer("u8_sign", idx, 70, (K,), (3, 3), (1, 1), Tb)(xb)[0]
+    b = kernels.Layer("u8_sign", idx, 70, (K,), (3, 3), (1, 1), Tb, lib=lib)(xb)[0]
+    assert np.array_equal(a, b)
 
 
 @pytest.mark.parametrize("name", ["tfc-w1a1", "cnv-w1a1", "tfc-w2a2", "cnv-w2a2"])
@@ -192,8 +262,10 @@ def test_reference_native_path_equals_numpy_path(name, tmp_path):
     x = np.random.default_rng(1).integers(0, 256, (37 if name.startswith("cnv") else 300, h, w, c), dtype=np.uint8)
     x[0], x[1] = 0, 255
     assert np.array_equal(ref.predict_int(x, batch=16), ref._predict_batch(x))
-    pooled = [s.layer.pool for s in ref._program if hasattr(s, "layer") and s.layer.pool]
-    assert len(pooled) == (2 if name == "cnv-w1a1" else 0)   # both of CNV's binary pools fused
+    layers = [s.layer for s in ref._program if hasattr(s, "layer")]
+    assert sum(bool(la.pool) for la in layers) == (2 if name == "cnv-w1a1" else 0)   # CNV's binary pools fused
+    first = {"tfc-w1a1": "u8_layer", "cnv-w1a1": "u8_sign_layer", "tfc-w2a2": "u8_layer", "cnv-w2a2": "u8_short_layer"}
+    assert layers[0].fn.__name__ == first[name]
 
 
 def _zoo_reference(name, tmp_path, seed=4):
