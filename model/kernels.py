@@ -397,7 +397,8 @@ void int_layer(const int16_t *x, const int64_t *g, const int16_t *w, int64_t MH,
    are widened to int32 every `span` chunks of 32, before they can overflow (the caller sets
    span from max|w| <= 64, which also keeps each pair sum from saturating). x (n, H, W, C) uint8;
    w (ceil(MH/2), Kp/32, 2, 32) int8 with Kp = kh*kw*C rounded up to 32 (the pad is zero); thr
-   and out as in xnor_layer. */
+   and out as in xnor_layer. Chunks that are zero in all R rows of a block add nothing and are
+   skipped (an MNIST digit's empty border: ~19 % of the chunks of four images). */
 void u8_layer(const uint8_t *x, const int64_t *g, const int8_t *w, int64_t MH, int64_t Kp,
               int64_t span, const int32_t *thr, void *out)
 {
@@ -406,10 +407,18 @@ void u8_layer(const uint8_t *x, const int64_t *g, const int8_t *w, int64_t MH, i
     #pragma omp parallel if (M * MH * Kp > (1 << 18))
     {
         uint8_t *buf = calloc(R * Kp, 1);
+        int64_t *live = malloc(nc * sizeof(int64_t));
         #pragma omp for schedule(dynamic, 16)
         for (int64_t m0 = 0; m0 < M; m0 += R) {
-            int64_t mr = M - m0 < R ? M - m0 : R;
+            int64_t mr = M - m0 < R ? M - m0 : R, nl = 0;
             gather8(x, g, m0, M, buf, Kp);   /* the pad bytes stay 0 from calloc */
+            for (int64_t c = 0; c < nc; c++) {
+                uint8_t any = 0;
+                for (int i = 0; i < R; i++)
+                    for (int e = 0; e < 32; e++) any |= buf[i * Kp + c * 32 + e];
+                live[nl] = c;
+                nl += any != 0;
+            }
             for (int64_t n0 = 0; n0 < MH; n0 += 2) {
                 const int8_t *wb = w + (n0 / 2) * Kp * 2;
                 int64_t v[R][2];
@@ -417,11 +426,12 @@ void u8_layer(const uint8_t *x, const int64_t *g, const int8_t *w, int64_t MH, i
                 const __m256i ones = _mm256_set1_epi16(1);
                 __m256i a32[R][2];
                 for (int i = 0; i < R; i++) a32[i][0] = a32[i][1] = _mm256_setzero_si256();
-                for (int64_t c0 = 0; c0 < nc; c0 += span) {
-                    int64_t c1 = nc - c0 < span ? nc : c0 + span;
+                for (int64_t l0 = 0; l0 < nl; l0 += span) {
+                    int64_t l1 = nl - l0 < span ? nl : l0 + span;
                     __m256i a16[R][2];
                     for (int i = 0; i < R; i++) a16[i][0] = a16[i][1] = _mm256_setzero_si256();
-                    for (int64_t c = c0; c < c1; c++) {
+                    for (int64_t l = l0; l < l1; l++) {
+                        int64_t c = live[l];
                         __m256i w0 = _mm256_loadu_si256((const __m256i *)(wb + c * 64));
                         __m256i w1 = _mm256_loadu_si256((const __m256i *)(wb + c * 64 + 32));
                         for (int i = 0; i < R; i++) {
@@ -471,6 +481,7 @@ void u8_layer(const uint8_t *x, const int64_t *g, const int8_t *w, int64_t MH, i
             }
         }
         free(buf);
+        free(live);
     }
 }
 
