@@ -50,9 +50,9 @@ def bench_model(name):
     with torch.no_grad():
         brev = _rate(lambda x: net(xf[:len(x)]), imgs)
     packed = _rate(ref.predict_int, imgs)
-    return dict(model=name, trained=trained, batch=BATCH, images=f"mnist test[:{BATCH}]", reference_images_per_s=round(packed, 1),
-                brevitas_images_per_s=round(brev, 1), speedup=round(packed / brev, 2),
-                torch_threads=torch.get_num_threads())
+    return dict(model=name, trained=trained, batch=BATCH, images=f"mnist test[:{BATCH}]",
+                reference_images_per_s=round(packed, 1), brevitas_images_per_s=round(brev, 1),
+                speedup=round(packed / brev, 2), torch_threads=torch.get_num_threads())
 
 
 def main():

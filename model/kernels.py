@@ -205,13 +205,6 @@ static void xnor_rows_any(const uint64_t *x, const int64_t *g, const uint64_t *w
                           const int32_t *thr, void *out, int64_t Kw, uint64_t *buf, int64_t m0, int64_t M)
 { xnor_rows(x, g, w, MH, K, thr, out, Kw, buf, m0, M); }
 
-/* An XNOR layer whose binary activation is max-pooled next: the pooled bit is the OR of the
-   window's bits, so a neuron that has passed its threshold at one position of a pooling window
-   needs no other position computed. The caller runs the blocked kernel on every window's first
-   position (a convolution at the pooling stride); this goes through the other positions in turn,
-   computing only the neurons still 0 (on MNIST, CNV's conv2 and conv4 keep ~44 % of that work).
-   Scalar popcounts, a neuron at a time: which neurons are left differs per window, which rules
-   out the blocked kernel's register tiles (measured ~0.7 of its words per cycle). */
 #ifdef __AVX2__
 /* popcount of each byte of d by a 16-entry table of nibble counts */
 static inline __m256i vcount(__m256i d, __m256i lut, __m256i low)
@@ -220,6 +213,15 @@ static inline __m256i vcount(__m256i d, __m256i lut, __m256i low)
                            _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(d, 4), low)));
 }
 #endif
+
+/* An XNOR layer whose binary activation is max-pooled next: the pooled bit is the OR of the
+   window's bits, so a neuron that has passed its threshold at one position of a pooling window
+   needs no other position computed. The caller runs the blocked kernel on every window's first
+   position (a convolution at the pooling stride); this goes through the other positions in turn,
+   computing only the neurons still 0 (on MNIST, CNV's conv2 and conv4 keep ~45 % of that work).
+   Two neurons at a time, so each input word loaded serves both: which neurons are left differs
+   per window, which rules out the blocked kernel's register tiles (this runs at ~0.7 of its
+   words per cycle). */
 static inline __attribute__((always_inline))
 void pool_rest_px(const uint64_t *x, const int64_t *g, const int64_t *pg, const uint64_t *w, int64_t MH,
                   const int32_t *lim, uint64_t *out, int64_t Kw, int64_t q)

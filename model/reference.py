@@ -161,7 +161,9 @@ class LinearStage(nn.Module):
         if self.kind == "xnor":   # the weight rows packed as the input is: groups of `group` bits
             words = _pack_words(W.T.reshape(MH, K // group, group)).reshape(MH, -1)
             return kernels.Layer("xnor", kernels.xnor_weights(words), MH, (K,), pool=pool, **geo)
-        sign = kernels.u8_sign_weights(W, conv["kernel"], conv["stride"]) if dtype == np.uint8 and thr is not None else None
+        sign = None
+        if dtype == np.uint8 and thr is not None:
+            sign = kernels.u8_sign_weights(W, conv["kernel"], conv["stride"])
         if sign is not None:   # +-1 weights on bytes: signed sums, 16 outputs at a time
             return kernels.Layer("u8_sign", sign[0], MH, (sign[1],), **geo)
         short = kernels.u8_short_weights(W) if dtype == np.uint8 else None
