@@ -553,17 +553,8 @@ void u8_short_layer(const uint8_t *x, const int64_t *g, const int8_t *w, int64_t
     }
 }
 
-/* The 8-bit first layer when its weights are all +-1 (a binarised layer on bytes) and its
-   activation binary: 16 neighbouring outputs of a row side by side in int16 lanes, and no
-   multiplies. The taps are taken three at a time; the 8 signed sums +-a +-b +-c of each three
-   are computed once per 16 outputs, and each neuron adds one of them per three taps (a 3x3
-   window: 2 additions per neuron, against 9 multiply-adds). Bits are gathered by shifting, 16
-   neurons to a lane, then interleaved into each output's words. x (n, H, W, C) uint8 with
-   stride 1 along W; idx (ceil(MH/64)*64, nch) int32: per neuron and group of three taps, which
-   signed sum (group*8 + 1 bit per tap, set for -1; the taps of a window in Im2Col order, a last
-   short group padded with +0 taps); thr (ceil(MH/64)*64) int16; out as in xnor_layer (bits). The
-   caller keeps K * 255 < 2^15. */
-#define SIGN_MAXG 16
+#define SIGN_MAXG 16   /* groups of three taps at most: K <= 48 */
+/* One output row of u8_sign_layer (below). */
 static inline __attribute__((always_inline))
 void sign_row(const uint8_t *x, const int64_t *g, const int32_t *idx, int64_t MH, int64_t K,
               const int16_t *thr, uint64_t *out, uint8_t *rows, int64_t row, int64_t nch)
