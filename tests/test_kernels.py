@@ -158,7 +158,7 @@ def test_sign_byte_layer(n, H, W, C, kernel, stride, MH):
     """The +-1 first-layer kernel: bits of (bytes . weights >= thr), against numpy."""
     rng = np.random.default_rng(H * W + MH)
     x = rng.integers(0, 256, (n, H, W, C)).astype(np.uint8)
-    x[-1, -1] = 255                               # the input's last bytes: reads stay inside
+    x[-1, -1] = 255                               # the largest inputs: sums at their extremes
     K = kernel[0] * kernel[1] * C
     Wt = 2 * rng.integers(0, 2, (K, MH)) - 1
     Wt[:, 0], Wt[:, -1] = 1, -1                   # the largest sums of either sign
@@ -170,7 +170,7 @@ def test_sign_byte_layer(n, H, W, C, kernel, stride, MH):
 
 
 GUARDED = """
-import ctypes, mmap, sys
+import ctypes, mmap
 import numpy as np
 from model import kernels
 n, H, W = 2, 9, 32
