@@ -118,6 +118,15 @@ void emit(int64_t v[R][NB], int64_t m0, int64_t mr, int64_t n0, int64_t MH, cons
     }
 }
 
+#ifdef __AVX2__
+/* popcount of each byte of d by a 16-entry table of nibble counts */
+static inline __m256i vcount(__m256i d, __m256i lut, __m256i low)
+{
+    return _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(d, low)),
+                           _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(d, 4), low)));
+}
+#endif
+
 /* Rows m0..m0+R-1 of an XNOR layer. Per block of NB neurons, with AVX2 the first four go through
    the scalar popcnt units and the other four through a vector nibble-table popcount at the same
    time: the two run on separate execution ports (measured ~20 % faster than either alone). */
@@ -151,9 +160,7 @@ void xnor_rows(const uint64_t *x, const int64_t *g, const uint64_t *w, int64_t M
                     s[i][2] += __builtin_popcountll(xv ^ w2);
                     s[i][3] += __builtin_popcountll(xv ^ w3);
                     __m256i d = _mm256_xor_si256(_mm256_set1_epi64x((long long)xv), wv);
-                    acc[i] = _mm256_add_epi8(acc[i], _mm256_add_epi8(
-                        _mm256_shuffle_epi8(lut, _mm256_and_si256(d, low)),
-                        _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(d, 4), low))));
+                    acc[i] = _mm256_add_epi8(acc[i], vcount(d, lut, low));
                 }
             }
             for (int i = 0; i < R; i++)
@@ -204,15 +211,6 @@ ROWS(1) ROWS(9) ROWS(18) ROWS(36)
 static void xnor_rows_any(const uint64_t *x, const int64_t *g, const uint64_t *w, int64_t MH, int64_t K,
                           const int32_t *thr, void *out, int64_t Kw, uint64_t *buf, int64_t m0, int64_t M)
 { xnor_rows(x, g, w, MH, K, thr, out, Kw, buf, m0, M); }
-
-#ifdef __AVX2__
-/* popcount of each byte of d by a 16-entry table of nibble counts */
-static inline __m256i vcount(__m256i d, __m256i lut, __m256i low)
-{
-    return _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(d, low)),
-                           _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(d, 4), low)));
-}
-#endif
 
 /* An XNOR layer whose binary activation is max-pooled next: the pooled bit is the OR of the
    window's bits, so a neuron that has passed its threshold at one position of a pooling window
