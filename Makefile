@@ -8,8 +8,14 @@ SEEDS   ?= 0 1 2
 VERIFY  ?=
 FOLDING ?=
 FPS     ?=
+CKPT    ?=
+FORCE   ?=
 HWOPTS   = $(if $(FOLDING),--folding $(FOLDING)) $(if $(FPS),--target-fps $(FPS))
-TWIN    := $(shell echo $(MODEL) | sed -E 's/-w[0-9]a[0-9]$$/-fp/')
+# MODEL may be a BitLens zoo name, bnn-pynq:<config> (FINN's zoo) or path/to/file.py:function;
+# its folder under build/ (model.zoo.slug, the same rule)
+MDIR    := $(shell printf '%s' '$(MODEL)' | sed -E 's/[^A-Za-z0-9_.-]+/-/g; s/^-+//; s/-+$$//')
+# the full-precision twin explained beside the BNN (none for a user's model file); asked once setup ran
+TWIN     = $(shell $(PY) -m model.zoo twin '$(MODEL)')
 export YOWASP_CACHE_DIR := $(CURDIR)/.cache/yowasp
 export PYTHONDONTWRITEBYTECODE := 1
 
@@ -27,30 +33,30 @@ setup: .venv/.stamp
 	touch $@
 
 train: setup
-	$(PY) -m model.train --model $(MODEL) --dataset $(DATASET)
+	$(PY) -m model.train --model '$(MODEL)' --dataset $(DATASET) $(if $(CKPT),--ckpt '$(CKPT)') $(if $(FORCE),--force)
 
 export: setup
-	$(PY) -m model.export --model $(MODEL) --dataset $(DATASET) $(if $(VERIFY),--verify-images $(VERIFY))
+	$(PY) -m model.export --model '$(MODEL)' --dataset $(DATASET) $(if $(VERIFY),--verify-images $(VERIFY))
 
 # sim, bitstream and demo need the streamlined graph: train and export it when it is missing
-build/%/streamlined.onnx: | setup
-	$(PY) -m model.train --model $* --dataset $(DATASET)
-	$(PY) -m model.export --model $* --dataset $(DATASET) $(if $(VERIFY),--verify-images $(VERIFY))
+build/$(MDIR)/streamlined.onnx: | setup
+	$(PY) -m model.train --model '$(MODEL)' --dataset $(DATASET) $(if $(CKPT),--ckpt '$(CKPT)')
+	$(PY) -m model.export --model '$(MODEL)' --dataset $(DATASET) $(if $(VERIFY),--verify-images $(VERIFY))
 
-bitstream: setup build/$(MODEL)/streamlined.onnx
-	$(PY) -m hw.build --model $(MODEL) --board $(BOARD) $(HWOPTS)
+bitstream: setup build/$(MDIR)/streamlined.onnx
+	$(PY) -m hw.build --model '$(MODEL)' --board $(BOARD) $(HWOPTS)
 
-sim: setup build/$(MODEL)/streamlined.onnx
-	$(PY) -m sim.run --model $(MODEL) --board $(BOARD) --images $(IMAGES) $(if $(RTL),--rtl $(RTL),$(HWOPTS))
+sim: setup build/$(MDIR)/streamlined.onnx
+	$(PY) -m sim.run --model '$(MODEL)' --board $(BOARD) --images $(IMAGES) $(if $(RTL),--rtl $(RTL),$(HWOPTS))
 
 # The report compares BNN and twin over SEEDS; missing seeds are trained and exported first
 # (seed 0 is verified on the full test set by `make export`, extra seeds on 200 images).
 seeds: setup
-	@for s in $(SEEDS); do \
-	  $(PY) -m model.train --model $(MODEL) --dataset $(DATASET) --seed $$s || exit 1; \
-	  $(PY) -m model.train --model $(TWIN) --dataset $(DATASET) --seed $$s || exit 1; \
-	  [ -f build/$(MODEL)/$$( [ $$s = 0 ] || echo seed$$s/)streamlined.onnx ] || \
-	    $(PY) -m model.export --model $(MODEL) --dataset $(DATASET) --seed $$s --verify-images 200 || exit 1; \
+	@twin='$(TWIN)'; for s in $(SEEDS); do \
+	  $(PY) -m model.train --model '$(MODEL)' --dataset $(DATASET) --seed $$s || exit 1; \
+	  [ -z "$$twin" ] || $(PY) -m model.train --model "$$twin" --dataset $(DATASET) --seed $$s || exit 1; \
+	  [ -f build/$(MDIR)/$$( [ $$s = 0 ] || echo seed$$s/)streamlined.onnx ] || \
+	    $(PY) -m model.export --model '$(MODEL)' --dataset $(DATASET) --seed $$s --verify-images 200 || exit 1; \
 	done
 
 # BNN and twin trained with the guided-gradient loss vs plain (build/gradreg/<model>/study.json;
@@ -59,10 +65,10 @@ gradreg: setup
 	$(PY) -m explain.gradreg_study --model $(MODEL)
 
 report: seeds
-	$(PY) -m explain.report --model $(MODEL) --board $(BOARD)
+	$(PY) -m explain.report --model '$(MODEL)' --board $(BOARD)
 
 reports: seeds
-	$(PY) -m explain.report --model $(MODEL) --board all
+	$(PY) -m explain.report --model '$(MODEL)' --board all
 
 # The main job on the embedded MNIST: train, export + verify on the full test set, simulate the
 # whole test set on the accelerator, build the ULX3S bitstream, and write the report.

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from explain import metrics as X
 from explain.finallayer import class_subsets
 from explain.methods import METHODS, SIGN, ExplainError, NotApplicable, attribute, occlusion_inputs, occlusion_map
+from model import paths
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("bnn", "fp")
@@ -385,7 +386,7 @@ HW_FILES = {"resources": ("resources.json", "make bitstream MODEL={m} BOARD={b}"
 def hardware_facts(model, board, root):
     out = {}
     for key, (rel, cmd) in HW_FILES.items():
-        p = Path(root) / model / board / rel
+        p = paths.board_dir(model, board, root) / rel
         if p.is_file():
             try:
                 out[key] = dict(status="ok", path=str(p), data=json.loads(p.read_text()))
@@ -415,8 +416,8 @@ def hardware_occlusion(res, model, board, patch, stride, root, n_images=10):
     y = torch.as_tensor(res["labels"][:n_images])
     try:
         hw = run(model=model, board=board, images=occlusion_inputs(imgs, patch, stride, layout="NHWC"),
-                 base_images=imgs, graph=Path(root) / model / "streamlined.onnx",
-                 out_dir=Path(root) / model / board, progress=False)
+                 base_images=imgs, graph=paths.streamlined(model, 0, root),
+                 out_dir=paths.board_dir(model, board, root), progress=False)
     except Exception as e:  # the simulator may be missing tools; the page says why
         return None, f"hardware occlusion could not run: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     where = f"{hw['images']} images through {hw['simulator']} in {hw['seconds']} s"
@@ -673,7 +674,7 @@ def _gradreg_html(study, e):
 
 
 def gradreg_study(model, root):
-    path = Path(root) / "gradreg" / model / "study.json"
+    path = Path(root) / "gradreg" / paths.slug(model) / "study.json"
     if not path.is_file():
         return dict(status="not run", command=f"make gradreg MODEL={model}")
     try:

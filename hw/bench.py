@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from model import paths
+
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build"
 # images per model: the CNV accelerator at the default ULX3S folding takes ~10^5 cycles per image
@@ -19,11 +21,11 @@ GOAL_TFC_10K_SECONDS = 600
 
 def sim_bench(model, board, images):
     from sim.run import run
-    graph = BUILD / model / "streamlined.onnx"
+    graph = paths.streamlined(model)
     if not graph.is_file():
         return dict(model=model, status="not exported", command=f"make export MODEL={model}")
     t0 = time.time()
-    res = run(model, board, images, graph=graph, out_dir=BUILD / "bench" / "sim" / model, progress=False)
+    res = run(model, board, images, graph=graph, out_dir=BUILD / "bench" / "sim" / paths.slug(model), progress=False)
     wall = time.time() - t0
     sim_s = res.get("stream_seconds") or res["seconds"]
     cycles = (res.get("cycles_per_image") or res["analytic_ii"]) * res["images"]

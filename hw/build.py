@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hw.boards import BOARDS, DEFAULT_BOARD, get_board
 from hw.compile import compile_graph, load_folding
+from model import paths
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build"
@@ -39,8 +40,8 @@ def output_affine_exact(streamlined: Path):
 
 
 def compile_rtl(model: str, board, folding, target_fps):
-    streamlined = BUILD / model / "streamlined.onnx"
-    out = BUILD / model / board.name / "hw"
+    streamlined = paths.streamlined(model)
+    out = paths.board_dir(model, board.name) / "hw"
     print(f"[compile] {streamlined.relative_to(REPO)} -> {out.relative_to(REPO)}", flush=True)
     info = compile_graph(str(streamlined), str(out), board=board.name, folding=folding, target_fps=target_fps)
     return out, info
@@ -49,13 +50,13 @@ def compile_rtl(model: str, board, folding, target_fps):
 def build(model: str, board_name: str, folding_path=None, target_fps=None, baud=None, freq_mhz=None) -> int:
     t0 = time.time()
     board = get_board(board_name)
-    streamlined = BUILD / model / "streamlined.onnx"
+    streamlined = paths.streamlined(model)
     if not streamlined.exists():
         raise BuildError(f"{streamlined.relative_to(REPO)} missing: run `make export MODEL={model}` first")
     folding = load_folding(folding_path)
     if target_fps is not None and target_fps <= 0:
         raise BuildError(f"--target-fps must be positive, got {target_fps}")
-    board_dir = BUILD / model / board.name
+    board_dir = paths.board_dir(model, board.name)
     board_dir.mkdir(parents=True, exist_ok=True)
     hw_dir, info = compile_rtl(model, board, folding, target_fps)
 
@@ -79,7 +80,7 @@ def build(model: str, board_name: str, folding_path=None, target_fps=None, baud=
     res = xilinx_resources(hw_dir / "rtl", board_dir, board)
     res["seconds"] = round(time.time() - t0, 1)      # compile + synth_xilinx
     atomic_write_json(board_dir / "resources.json", res)
-    folder = write_finn_folder(model, board, board_dir / "finn", BUILD / model / "model.qonnx.onnx", info["folding"],
+    folder = write_finn_folder(model, board, board_dir / "finn", paths.model_dir(model) / "model.qonnx.onnx", info["folding"],
                                target_fps=target_fps, folding_source=str((hw_dir / "folding.json").relative_to(REPO)))
     print(f"[finn] wrote {folder.relative_to(REPO)}/: model.onnx, dataflow_build_config.json, "
           f"folding_config.json, build.py, README.md", flush=True)

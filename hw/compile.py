@@ -18,6 +18,7 @@ import numpy as np
 
 from hw import units as U
 from hw.boards import DEFAULT_BOARD, get_board
+from model import paths
 
 ROOT = Path(__file__).resolve().parents[1]
 FIT_LIMIT = 0.8          # fraction of a part's LUT/FF/BRAM the chooser may fill (routing headroom)
@@ -699,8 +700,8 @@ def main(argv=None):
     ap.add_argument("--target-fps", type=float)
     a = ap.parse_args(argv)
     try:
-        graph = a.graph or ROOT / "build" / a.model / "streamlined.onnx"
-        out = a.out or ROOT / "build" / a.model / a.board / "hw"
+        graph = a.graph or paths.streamlined(a.model)
+        out = a.out or paths.board_dir(a.model, a.board) / "hw"
         r = compile_graph(graph, out, a.board, a.folding, a.target_fps)
     except (ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model import paths
+
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build"
 
@@ -165,9 +167,9 @@ def reference_accs(streamlined: Path, images):
 
 
 def _load(model: str, board: str, build=BUILD):
-    d = Path(build) / model / board
+    d = paths.board_dir(model, board, build)
     paths = {"resources": d / "resources.json", "manifest": d / "hw" / "rtl" / "manifest.json",
-             "streamlined": Path(build) / model / "streamlined.onnx"}
+             "streamlined": paths.streamlined(model, 0, build)}
     for k, p in paths.items():
         if not p.exists():
             hint = "make export" if k == "streamlined" else "make bitstream"

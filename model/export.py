@@ -114,7 +114,7 @@ def brevitas_logits(net, x, batch=500):
 
 def export(name, dataset="mnist", seed=0, verify_images=None, data_dir=None, quiet=False):
     out = zoo.model_dir(name, seed)
-    if zoo.parse_name(name)[3] is None:
+    if not zoo.spec(name).quantised:
         raise zoo.ModelError(f"{name} is a full-precision twin: there is nothing to streamline (export its BNN)")
     net = zoo.load_trained(name, seed)
     t0 = time.time()
@@ -130,9 +130,7 @@ def export(name, dataset="mnist", seed=0, verify_images=None, data_dir=None, qui
     images, labels = D.load_split(dataset, "test", data_dir)
     if verify_images:
         images, labels = images[:verify_images], labels[:verify_images]
-    size = zoo.INPUT_SIZE[zoo.parse_name(name)[2]["kind"]]
-    if size:
-        images = D.pad_images(images, size)
+    images = D.pad_images(images, net.in_shape[1])
     ref = Reference(graph)
     t1 = time.time()
     acc_ref = ref.predict_int(images)

@@ -218,6 +218,13 @@ class Reference(nn.Module):
                 self.plan.append(("linear", len(self.stages) - 1, node.name))
                 pending_conv = None
                 cur_meta = layer_meta.get(node.name)
+            elif op == "MultiThreshold" and node.input[0] == mw.graph.input[0].name:
+                # input thresholding (a quantiser that is not affine in the byte): y = a * byte + b
+                iq = meta["input_quant"]
+                a = np.asarray(iq["scale"], np.float64) * self.input_scale
+                act = ThresholdAct(mw.get_initializer(node.input[1]), a, iq["bias"], dict(iq["act"], theta=iq["theta"]))
+                self.stages.append(act)
+                self.plan.append(("in_thresh", len(self.stages) - 1, node.name))
             elif op == "MultiThreshold":
                 T = mw.get_initializer(node.input[1])
                 lm = cur_meta
@@ -271,7 +278,7 @@ class Reference(nn.Module):
                 if st.kind == "int" and (not np.array_equal(W, np.round(W)) or wmax > 2**15 - 1
                                          or W.shape[0] * vmax * wmax >= 2**31 - 2):
                     return False
-            elif kind == "act":
+            elif kind in ("act", "in_thresh"):
                 vmax = self.stages[arg].T.shape[1]
         return True
 
@@ -307,7 +314,9 @@ class Reference(nn.Module):
         v = v + (z - z.detach())  # straight-through input quantiser
         h = v if x.dim() == 4 else v.flatten(1)
         for kind, arg, _ in self.plan:
-            if kind == "linear":
+            if kind == "in_thresh":
+                h = self.stages[arg](h)
+            elif kind == "linear":
                 st = self.stages[arg]
                 if st.conv is None and h.dim() > 2:
                     h = h.permute(0, 2, 3, 1).flatten(1)  # NHWC flatten order (graph contract)
@@ -368,6 +377,9 @@ class Reference(nn.Module):
                     v = _xnor_popcount(v, st.words, st.W.shape[0])
                 else:
                     v = v.astype(np.float32, copy=False) @ st.W.numpy()  # exact: integers < 2^24
+            elif kind == "in_thresh":   # exact on bytes: no ties to count
+                T = self.stages[arg].T.numpy()
+                v = (v[..., None] >= T).sum(-1).astype(np.float32)
             elif kind == "act":
                 T = self.stages[arg].T.numpy()
                 if margins is not None:
@@ -432,7 +444,7 @@ class Reference(nn.Module):
                 dtype = np.dtype(np.uint64 if bits else np.int32)
                 i += 1 + (thr is not None) + (pool is not None)
                 continue
-            if kind == "act":
+            if kind in ("act", "in_thresh"):
                 T = self.stages[arg].T.numpy()
                 steps.append(lambda h, ptr, T=T: ((h[..., None] >= T).sum(-1, dtype=np.int16), None))
                 dtype = np.dtype(np.int16)

@@ -45,6 +45,13 @@ class IntAct:
         self.perm = perm  # for a flattened NHWC tensor: our position -> Brevitas (C,H,W) index
 
 
+class FloatIn:
+    """The float graph input before its quantiser: shape and the preprocessing ops seen so far."""
+
+    def __init__(self, shape):
+        self.shape, self.ops = tuple(shape), []
+
+
 class Acc:
     def __init__(self, layer, a, b, lo, hi, shape, layout):
         self.layer = layer  # pending dict: kind, name, input, weights (K, MH) ints, ...
@@ -152,6 +159,12 @@ class Streamliner:
                 out = vals[0] - vals[1]
             elif op == "Neg":
                 out = -vals[0]
+            elif op == "Pow":
+                out = np.power(vals[0], vals[1])
+            elif op == "Sqrt":
+                out = np.sqrt(vals[0])
+            elif op == "Reciprocal":
+                out = 1.0 / vals[0]
             elif op == "Reshape":
                 out = vals[0].reshape([int(d) for d in vals[1]])
             else:
@@ -166,7 +179,7 @@ class Streamliner:
             raise StreamlineError("graphs with more than one input or output are not supported")
         in_name = g.input[0].name
         in_shape = [d.dim_value for d in g.input[0].type.tensor_type.shape.dim]
-        state = ("float", in_name, in_shape)
+        state = FloatIn(in_shape)
         consumers = {}
         for n in g.node:
             for i in n.input:
@@ -181,46 +194,125 @@ class Streamliner:
             if len(consumers.get(node.output[0], [])) > 1:
                 raise StreamlineError(f"node {node.name} ({node.op_type}): its output feeds several nodes (branching)")
             state = self.step(node, state)
-            if isinstance(state, tuple):
-                state = (state[0], node.output[0], state[2])
         return self.finish(state, g.output[0].name)
 
     def step(self, node, state):
         op = node.op_type
         if op in ("Identity", "Dropout"):
             return state
-        if isinstance(state, tuple):  # still the float graph input
+        if isinstance(state, FloatIn):  # still the float graph input
             return self.step_float(node, state)
         if isinstance(state, IntAct):
             return self.step_int(node, state)
         return self.step_acc(node, state)
 
-    def step_float(self, node, state):
-        _, name, shape = state
+    def step_float(self, node, state: "FloatIn"):
+        """Before the input quantiser: the pixels and what the model does to them (flattening, and
+        affine preprocessing such as FINN's `2x - 1`), recorded to be evaluated on every byte."""
         op = node.op_type
         if op in ("Flatten", "Reshape"):
-            return ("float", name, [shape[0], int(np.prod(shape[1:]))] if len(shape) > 2 else shape)
-        if op != "Quant":
-            raise StreamlineError(f"node {node.name} ({op}): the graph must start with an integer input quantiser (Quant), found {op}")
-        scale, zp, bits = (self._const(node, i) for i in (1, 2, 3))
-        at = _attrs(node)
-        if scale is None or scale.size != 1 or np.any(zp != 0):
-            raise StreamlineError(f"node {node.name} (Quant): input quantiser needs a constant per-tensor scale and zero point 0")
-        bits, signed = int(bits.reshape(-1)[0]), int(at.get("signed", 1))
-        dtype = _dtype_name(signed, bits)
-        orig = self.src.graph.input[0].type.tensor_type.shape.dim
-        orig = [d.dim_value for d in orig]
+            state.ops.append(("flatten", None, 0))
+            return state
+        if op in ("Mul", "Div", "Add", "Sub"):
+            cidx = 0 if node.input[0] in self.consts else 1
+            c = self.consts[node.input[cidx]]
+            state.ops.append((op, np.asarray(c.value() if isinstance(c, QConst) else c), cidx))
+            return state
+        if op not in ("Quant", "BipolarQuant"):
+            raise StreamlineError(f"node {node.name} ({op}): before the input quantiser only flattening and "
+                                  f"Mul/Div/Add/Sub by constants are supported, found {op}")
+        return self._input_quant(node, state)
+
+    def _preprocess(self, state, pixels, dtype):
+        """The recorded preprocessing applied to inputs whose every pixel is `pixels[i]`:
+        (len(pixels), positions) in Brevitas' (C, H, W) order."""
+        x = np.broadcast_to(np.asarray(pixels, dtype).reshape(-1, *[1] * (len(state.shape) - 1)),
+                            (len(pixels), *state.shape[1:])).astype(dtype)
+        for op, c, cidx in state.ops:
+            if op == "flatten":
+                x = x.reshape(len(x), -1)
+                continue
+            c = c.astype(dtype)
+            a, b = (c, x) if cidx == 0 else (x, c)
+            x = {"Mul": np.multiply, "Div": np.divide, "Add": np.add, "Sub": np.subtract}[op](a, b)
+        return x.reshape(len(pixels), -1)
+
+    def _input_quant(self, node, state):
+        """The input quantiser as a function of the pixel byte b (pixel = b/256), found by evaluating
+        preprocessing and quantiser on all 256 bytes in float32 as Brevitas does. A map that is
+        affine in b folds into the first layer (the accelerator takes the raw bytes); any other
+        monotone map becomes an input thresholding stage `Thresh_in` (FINN's Thresholding)."""
+        orig = state.shape
         if len(orig) == 4:
-            n, c, h, w = orig
+            _, c, h, w = orig
             nhwc = (h, w, c)
         elif len(orig) == 2:
-            c, h, w, nhwc = orig[1], 1, 1, (orig[1],)
+            c, nhwc = orig[1], (orig[1],)
         else:
             raise StreamlineError(f"graph input of rank {len(orig)} is not supported (expected NCHW or NC)")
-        self.input = ("global_in", nhwc, dtype, float(scale.reshape(-1)[0]))
-        self._tensor("global_in", nhwc, dtype)
-        act = IntAct("global_in", nhwc, "NHWC" if len(nhwc) == 3 else "NC", dtype, scale.reshape(-1)[0], 1, 0)
-        if len(shape) == 2 and len(orig) == 4:  # flattened before quantising
+        at = _attrs(node)
+        scale = self._const(node, 1)
+        if scale is None or np.asarray(scale).size != 1 or float(np.asarray(scale).reshape(-1)[0]) <= 0:
+            raise StreamlineError(f"node {node.name} ({node.op_type}): input quantiser needs a positive per-tensor constant scale")
+        s = float(np.asarray(scale).reshape(-1)[0])
+        y = self._preprocess(state, np.arange(256, dtype=np.float32) / np.float32(256), np.float32)
+        if node.op_type == "BipolarQuant":
+            L = np.where(y >= 0, 1, -1)
+            qmin, qmax, zp, m_out, o_out, theta = -1, 1, 0.0, 2, -1, np.array([0.0])
+            levels, dtype, clip = [-1, 1], "BINARY", (-s, s)
+        else:
+            zp, bits = self._const(node, 2), self._const(node, 3)
+            if zp is None or bits is None or np.asarray(zp).size != 1:
+                raise StreamlineError(f"node {node.name} (Quant): input quantiser needs a constant per-tensor zero point and bit width")
+            zp, bits = float(np.asarray(zp).reshape(-1)[0]), int(np.asarray(bits).reshape(-1)[0])
+            signed, narrow = int(at.get("signed", 1)), int(at.get("narrow", 0))
+            mode = at.get("rounding_mode", "ROUND")
+            mode = mode.decode() if isinstance(mode, bytes) else mode
+            if mode.upper() != "ROUND" or bits > 8:
+                raise StreamlineError(f"node {node.name} (Quant): input quantiser of {bits} bits with {mode} "
+                                      "rounding is not supported (at most 8 bits, ROUND)")
+            qmin, qmax = int(min_int(signed, narrow, bits)), int(max_int(signed, narrow, bits))
+            L = np.clip(np.round(y / np.float32(s) + np.float32(zp)), qmin, qmax).astype(np.int64)
+            levels = list(range(qmin, qmax + 1))
+            nlev = qmax - qmin + 1
+            obits = max(1, math.ceil(math.log2(nlev)))
+            dtype = "BINARY" if obits == 1 else f"UINT{obits}"
+            m_out, o_out = 1, qmin - zp
+            theta = s * (qmin + np.arange(1, nlev) - 0.5 - zp)
+            clip = (s * (qmin - zp), s * (qmax - zp))
+        # one map of the byte per channel (Brevitas' positions are in (C, H, W) order)
+        per_pos = L.reshape(256, c, -1)
+        if not np.all(per_pos == per_pos[:, :, :1]):
+            raise StreamlineError(f"node {node.name} ({node.op_type}): the input quantiser treats pixels of one "
+                                  "channel differently (per-pixel preprocessing is not supported)")
+        table = per_pos[:, :, 0]                                    # (256 bytes, C)
+        if np.any(np.diff(table, axis=0) < 0):
+            raise StreamlineError(f"node {node.name} ({node.op_type}): the input quantiser is not monotone "
+                                  "in the pixel byte")
+        pre0 = self._preprocess(state, [0.0, 1.0], np.float64).reshape(2, c, -1)[:, :, 0]
+        pre = dict(scale=(pre0[1] - pre0[0]).tolist(), bias=pre0[0].tolist())  # y = scale * pixel + bias
+        self.input = ("global_in", nhwc, "UINT8", 1 / 256)
+        self._tensor("global_in", nhwc, "UINT8")
+        layout = "NHWC" if len(nhwc) == 3 else "NC"
+        step = table[1] - table[0]
+        affine = np.all(table == table[:, :1]) and np.all(table == table[0] + np.outer(np.arange(256), step))
+        if affine and step[0] != 0 and node.op_type == "Quant":
+            # L = L0 + m*b exactly: the first layer takes the raw bytes; the map folds into its affine
+            self.meta["input_quant"] = dict(mode="affine", mult=int(step[0]), offset=int(table[0, 0]), **pre)
+            act = IntAct("global_in", nhwc, layout, "UINT8", s, step[0], table[0, 0] - zp)
+        else:
+            T = np.stack([(table < lv).sum(0) for lv in levels[1:]], axis=1)   # (C, levels-1) in 0..256
+            if np.all(T == T[:1]):
+                T = T[:1]
+            name = "Thresh_in"
+            self._init(name + "_thresholds", T, "UINT32")
+            self.nodes.append(helper.make_node("MultiThreshold", ["global_in", name + "_thresholds"], [name + "_out"],
+                                               name=name, domain=QONNX_DOMAIN, out_dtype=dtype, data_layout=layout))
+            self._tensor(name + "_out", nhwc, dtype)
+            self.meta["input_quant"] = dict(mode="threshold", thresh=name, out_dtype=dtype, theta=theta.tolist(),
+                                            act=dict(scale=s, mult=m_out, offset=o_out, clip=list(clip)), **pre)
+            act = IntAct(name + "_out", nhwc, layout, dtype, s, m_out, o_out)
+        if len(orig) == 4 and any(op == "flatten" for op, _, _ in state.ops):
             return self._flatten(act, node)
         return act
 
@@ -490,7 +582,7 @@ class Streamliner:
         return out
 
     def finish(self, state, out_name):
-        if isinstance(state, tuple):
+        if isinstance(state, FloatIn):
             raise StreamlineError("the graph has no quantised layers")
         if isinstance(state, IntAct):
             raise StreamlineError("the graph must end in a linear layer (the classifier), not an activation")

@@ -4,6 +4,7 @@ Deterministic on CPU for a given seed; checkpoints every epoch to <out>/ckpt.pt 
 it after an interruption; writes <out>/model.pt and <out>/train.json at the end.
 """
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -37,12 +38,9 @@ def atomic_json(obj, path: Path):
     os.replace(tmp, path)
 
 
-def model_inputs(name, images):
+def model_inputs(name, images, dataset="mnist"):
     """uint8 NHWC -> float NCHW at the model's input size."""
-    size = zoo.INPUT_SIZE[zoo.parse_name(name)[2]["kind"]]
-    if size:
-        images = D.pad_images(images, size)
-    return D.to_float(images)
+    return D.to_float(D.pad_images(images, zoo.input_size(name, dataset)))
 
 
 @torch.no_grad()
@@ -62,13 +60,53 @@ def clip_binary_weights(net):
             m.weight.data.clamp_(-1, 1)
 
 
+def import_checkpoint(name, path, dataset="mnist", seed=0, out=None, data_dir=None, quiet=False):
+    """Weights the user already has (a state_dict, or a dict holding one under 'state_dict' or
+    'model') become build/<model>/model.pt, with train.json giving the test accuracy."""
+    path = Path(path)
+    if not path.is_file():
+        raise zoo.ModelError(f"{path}: no such checkpoint")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for truncated or foreign files
+        raise zoo.ModelError(f"{path}: not a readable weights_only checkpoint ({type(e).__name__})") from None
+    if isinstance(obj, dict):
+        obj = obj.get("state_dict", obj.get("model", obj))
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise zoo.ModelError(f"{path}: holds no state_dict of tensors")
+    net = zoo.build(name, dataset)
+    try:
+        net.load_state_dict(obj)
+    except RuntimeError as e:
+        raise zoo.ModelError(f"{path}: does not match {name}: {str(e).splitlines()[0]}") from None
+    out = Path(out) if out else zoo.model_dir(name, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    xte, yte = D.load_split(dataset, "test", data_dir)
+    test = accuracy(net, D.to_float(D.pad_images(xte, net.in_shape[1])), torch.from_numpy(yte))
+    atomic_save(dict(model=name, dataset=dataset, state_dict=net.state_dict(), seed=seed), out / "model.pt")
+    result = dict(model=name, dataset=dataset, seed=seed, epochs=0, checkpoint=str(path),
+                  checkpoint_sha256=hashlib.sha256(path.read_bytes()).hexdigest(), test_accuracy=test)
+    atomic_json(result, out / "train.json")
+    if not quiet:
+        print(f"{name}: imported {path}, test accuracy {test:.4f} -> {out / 'train.json'}")
+    return result
+
+
 def train(name, dataset="mnist", epochs=None, seed=0, out=None, batch=None, lr=None, gradreg=0.0,
-          data_dir=None, force=False, threads=None, limit=None, quiet=False):
-    topo, prec, spec, bits = zoo.parse_name(name)
-    d = DEFAULTS[spec["kind"]]
-    epochs = epochs or d["epochs"]
-    batch = batch or d["batch"]
-    lr = lr or (d["lr_fp"] if bits is None else d["lr_bin"])
+          data_dir=None, force=False, threads=None, limit=None, quiet=False, ckpt_in=None):
+    sp = zoo.spec(name)
+    if ckpt_in:
+        return import_checkpoint(name, ckpt_in, dataset, seed, out, data_dir, quiet)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    net = zoo.build(name, dataset)
+    d = DEFAULTS[sp.kind or zoo.kind_of(net)]
+    epochs = d["epochs"] if epochs is None else epochs
+    batch = d["batch"] if batch is None else batch
+    lr = (d["lr_bin"] if sp.quantised else d["lr_fp"]) if lr is None else lr
+    for what, v in (("--epochs", epochs), ("--batch", batch), ("--lr", lr)):
+        if v <= 0:
+            raise ValueError(f"{what} must be positive, got {v}")
     out = Path(out) if out else zoo.model_dir(name, seed)
     out.mkdir(parents=True, exist_ok=True)
     config = dict(model=name, dataset=dataset, epochs=epochs, seed=seed, batch=batch, lr=lr,
@@ -81,8 +119,6 @@ def train(name, dataset="mnist", epochs=None, seed=0, out=None, batch=None, lr=N
                 print(f"{name}: already trained ({out}/train.json, test accuracy {prev['test_accuracy']:.4f}); --force retrains")
             return prev
 
-    torch.manual_seed(seed)
-    np.random.seed(seed)
     torch.use_deterministic_algorithms(True)
     if threads:
         torch.set_num_threads(threads)
@@ -91,10 +127,9 @@ def train(name, dataset="mnist", epochs=None, seed=0, out=None, batch=None, lr=N
     xte, yte = D.load_split(dataset, "test", data_dir)
     if limit:
         xtr, ytr = xtr[:limit], ytr[:limit]
-    xtr, xva, xte = (model_inputs(name, a) for a in (xtr, xva, xte))
+    xtr, xva, xte = (D.to_float(D.pad_images(a, net.in_shape[1])) for a in (xtr, xva, xte))
     ytr, yva, yte = (torch.from_numpy(a) for a in (ytr, yva, yte))
 
-    net = zoo.build(name, dataset)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     steps_per_epoch = (len(xtr) + batch - 1) // batch
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
@@ -133,7 +168,7 @@ def train(name, dataset="mnist", epochs=None, seed=0, out=None, batch=None, lr=N
             loss.backward()
             opt.step()
             sched.step()
-            if bits is not None:
+            if sp.quantised:
                 clip_binary_weights(net)
             running = 0.98 * running + 0.02 * loss.item() if s else loss.item()
             if s % 20 == 0:
@@ -171,10 +206,11 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="output folder (default build/<model>[/seed<k>])")
     p.add_argument("--limit", type=int, help="train on the first N training images only")
     p.add_argument("--force", action="store_true", help="retrain even if a finished run exists")
+    p.add_argument("--ckpt", default=None, help="use these weights (a state_dict file) instead of training")
     a = p.parse_args(argv)
     try:
         train(a.model, a.dataset, a.epochs, a.seed, a.out, a.batch, a.lr, a.gradreg, a.data_dir,
-              a.force, limit=a.limit)
+              a.force, limit=a.limit, ckpt_in=a.ckpt)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -60,7 +60,18 @@ def build_twin(ref, canonized=True):
     s_in, m_in, o_in = ref.input_scale, 1.0, 0.0
     li = 0
     for kind, arg, name in ref.plan:
-        if kind == "linear":
+        if kind == "in_thresh":
+            # the input quantiser's preprocessing y = scale * pixel + bias as a BatchNorm (LRP knows
+            # it), then the quantiser's exact levels
+            iq, thr = ref.meta["input_quant"], ref.stages[arg]
+            pre = nn.BatchNorm2d(len(iq["scale"]), eps=0.0)
+            pre.running_mean.data, pre.running_var.data = torch.zeros(len(iq["scale"])), torch.ones(len(iq["scale"]))
+            pre.weight.data, pre.bias.data = torch.tensor(iq["scale"]).float(), torch.tensor(iq["bias"]).float()
+            a = np.asarray(iq["scale"], np.float64) * ref.input_scale
+            T = np.broadcast_to(thr.T.numpy(), (len(a), thr.T.shape[1]))
+            layers += [pre, Sign(exact_thresholds(T, a, iq["bias"], iq["theta"]), iq["act"])]
+            s_in, m_in, o_in = iq["act"]["scale"], iq["act"]["mult"], iq["act"]["offset"]
+        elif kind == "linear":
             st = ref.stages[arg]
             lm = metas[li]
             li += 1

@@ -1,14 +1,28 @@
-"""The model zoo: FINN's classic BNN topologies in Brevitas, and full-precision twins.
+"""The models BitLens trains, exports and explains, by name.
 
-Names are `<topology>-<precision>`: topology tfc | sfc | lfc | cnv, precision w1a1 | w1a2 | w2a2
-(Brevitas) or fp (plain torch, ReLU). Every model takes float images (N, C, H, W) with
-pixel = byte/256; the quantised models start with a lossless unsigned 8-bit input quantiser
-(scale 1/256), so the accelerator's first layer sees the raw bytes.
+- `<topology>-<precision>`: BitLens' own zoo. Topology tfc | sfc | lfc | cnv, precision w1a1 |
+  w1a2 | w2a2 (Brevitas) or fp (plain torch, ReLU). The quantised models start with a lossless
+  unsigned 8-bit input quantiser (scale 1/256), so the accelerator's first layer sees the raw bytes.
+- `bnn-pynq:<config>`: FINN's own BNN zoo (`brevitas_examples.bnn_pynq`, e.g. tfc_1w1a,
+  cnv_2w2a), built unmodified from its config with the dataset's channels and classes. Its models
+  preprocess `2x - 1` before their input quantiser; streamlining turns that into an affine map of
+  the pixel bytes or an input thresholding stage.
+- `path/to/file.py:function`: a user's model; `function()` (given `in_shape=(C, H, W)` and
+  `classes=` if it takes them) returns a torch module built from the supported Brevitas layers.
+
+Every model takes float images (N, C, H, W) with pixel = byte/256, at the size `net.in_shape`
+says (MNIST is zero-padded to 32x32 for CNV topologies).
 """
+import hashlib
+import importlib.util
+import inspect
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+
+from model.paths import BUILD, model_dir, slug
 
 TOPOLOGIES = {
     "tfc": dict(kind="mlp", hidden=[64, 64, 64]),
@@ -20,11 +34,46 @@ PRECISIONS = {"w1a1": (1, 1), "w1a2": (1, 2), "w2a2": (2, 2), "fp": None}
 # What each dataset looks like to a topology: CNV's unpadded 3x3 convolutions need 32x32,
 # so MNIST is zero-padded 28 -> 32 for it (the final feature map is then 1x1 as in FINN's CNV).
 INPUT_SIZE = {"mlp": None, "cnv": 32}
-BUILD = Path(__file__).resolve().parent.parent / "build"
+
+
+BNN_PYNQ = "bnn-pynq:"
 
 
 class ModelError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What the pipeline needs to know of a model name before building it."""
+    name: str
+    source: str            # "zoo" | "bnn-pynq" | "file"
+    kind: str | None       # "mlp" | "cnv" (training defaults, input size); None: decided by the module
+    quantised: bool
+    twin: str | None       # the full-precision twin explained beside it, if the topology has one
+
+
+def _bnn_pynq_configs():
+    from brevitas_examples.bnn_pynq import models as bp
+    return [n for n in bp.__all__ if n != "model_with_cfg" and not n.startswith("resnet")]
+
+
+def spec(name: str) -> Spec:
+    if name.startswith(BNN_PYNQ):
+        cfg = name[len(BNN_PYNQ):].lower()
+        known = _bnn_pynq_configs()
+        if cfg not in known:
+            raise ModelError(f"unknown FINN zoo model '{name}'; known: {', '.join(BNN_PYNQ + k for k in known)}")
+        topo = cfg.split("_")[0]
+        return Spec(name, "bnn-pynq", "cnv" if topo == "cnv" else "mlp", True, f"{topo}-fp")
+    if ":" in name:
+        path, _, fn = name.rpartition(":")
+        if not path.endswith(".py") or not fn.isidentifier():
+            raise ModelError(f"model '{name}': a model file is named path/to/file.py:function")
+        return Spec(name, "file", None, True, None)
+    topo, prec, sp, bits = parse_name(name)
+    return Spec(name, "zoo", sp["kind"], bits is not None,
+                f"{topo}-w1a1" if bits is None else f"{topo}-fp")
 
 
 def parse_name(name: str):
@@ -41,10 +90,19 @@ def all_names():
     return [f"{t}-{p}" for t in TOPOLOGIES for p in PRECISIONS]
 
 
-def twin_of(name: str) -> str:
-    """The full-precision twin of a quantised model (and the reverse: fp -> w1a1)."""
-    topo, prec, _, _ = parse_name(name)
-    return f"{topo}-w1a1" if prec == "fp" else f"{topo}-fp"
+def twin_of(name: str) -> str | None:
+    """The full-precision twin of a quantised model (and the reverse: fp -> w1a1); None for a
+    user's model file."""
+    return spec(name).twin
+
+
+def input_size(name: str, dataset: str = "mnist") -> int:
+    """The square size the dataset's images are padded to for this model (its own, if none)."""
+    sp = spec(name)
+    if sp.kind:
+        from model.data import DATASETS
+        return INPUT_SIZE[sp.kind] or DATASETS[dataset]["shape"][0]
+    return build(name, dataset).in_shape[1]
 
 
 def input_shape(name: str, dataset: str = "mnist"):
@@ -143,16 +201,68 @@ class ZooNet(nn.Module):
         return acts
 
 
-def build(name: str, dataset: str = "mnist") -> ZooNet:
+def _bnn_pynq(cfg_name: str, in_shape, classes: int) -> nn.Module:
+    """FINN's zoo model from its own config, with the dataset's channels and classes."""
+    from brevitas_examples.bnn_pynq.models import get_model_cfg, model_impl
+    cfg = get_model_cfg(cfg_name)
+    cfg.set("MODEL", "IN_CHANNELS", str(in_shape[0]))
+    cfg.set("MODEL", "NUM_CLASSES", str(classes))
+    if cfg.get("MODEL", "ARCH") == "FC" and tuple(in_shape[1:]) != (28, 28):
+        raise ModelError(f"{BNN_PYNQ}{cfg_name}: FINN's FC models take 28x28 images, not {in_shape[1]}x{in_shape[2]}")
+    return model_impl[cfg.get("MODEL", "ARCH")](cfg)
+
+
+def _user_module(path: str, fn: str, in_shape, classes: int) -> nn.Module:
+    """Call `fn` of the Python file `path` (the user's own code, named on the command line)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ModelError(f"{path}: no such model file")
+    mod_name = "bitlens_user_" + hashlib.sha1(str(file.resolve()).encode()).hexdigest()[:12]
+    loader = importlib.util.spec_from_file_location(mod_name, file)
+    module = importlib.util.module_from_spec(loader)
+    try:
+        loader.loader.exec_module(module)
+    except Exception as e:  # the user's code may raise anything while it is imported
+        raise ModelError(f"{path}: importing it failed ({type(e).__name__}: {e})") from None
+    factory = getattr(module, fn, None)
+    if not callable(factory):
+        raise ModelError(f"{path}: defines no function '{fn}'")
+    params = inspect.signature(factory).parameters
+    kwargs = {k: v for k, v in (("in_shape", tuple(in_shape)), ("classes", classes)) if k in params}
+    try:
+        net = factory(**kwargs)
+    except Exception as e:
+        raise ModelError(f"{path}:{fn}() failed ({type(e).__name__}: {e})") from None
+    if not isinstance(net, nn.Module):
+        raise ModelError(f"{path}:{fn}() returned {type(net).__name__}, not a torch module")
+    return net
+
+
+def build(name: str, dataset: str = "mnist") -> nn.Module:
+    """The untrained model. Every model gets `name` and `in_shape` (C, H, W: what it takes)."""
     from model.data import DATASETS
     if dataset not in DATASETS:
         raise ModelError(f"unknown dataset '{dataset}'; known: {', '.join(DATASETS)}")
-    return ZooNet(name, input_shape(name, dataset), DATASETS[dataset]["classes"])
+    sp = spec(name)
+    h, w, c = DATASETS[dataset]["shape"]
+    classes = DATASETS[dataset]["classes"]
+    if sp.source == "zoo":
+        return ZooNet(name, input_shape(name, dataset), classes)
+    size = INPUT_SIZE[sp.kind] if sp.kind else None
+    in_shape = (c, size, size) if size else (c, h, w)
+    if sp.source == "bnn-pynq":
+        net = _bnn_pynq(name[len(BNN_PYNQ):].lower(), in_shape, classes)
+    else:
+        path, _, fn = name.rpartition(":")
+        net = _user_module(path, fn, in_shape, classes)
+        in_shape = tuple(getattr(net, "in_shape", in_shape))
+    net.name, net.in_shape = name, tuple(in_shape)
+    return net
 
 
-def model_dir(name: str, seed: int = 0, root: Path = BUILD) -> Path:
-    """build/<model>/ holds the default seed 0; further seeds live in build/<model>/seed<k>/."""
-    return Path(root) / name if seed == 0 else Path(root) / name / f"seed{seed}"
+def kind_of(net: nn.Module) -> str:
+    """mlp or cnv: which training defaults and report sizes a built model gets."""
+    return "cnv" if any(isinstance(m, nn.Conv2d) for m in net.modules()) else "mlp"
 
 
 def load_checkpoint(path: Path, name: str):
@@ -171,7 +281,7 @@ def load_checkpoint(path: Path, name: str):
     return ckpt
 
 
-def load_trained(name: str, seed: int = 0, root: Path = BUILD, dataset=None) -> ZooNet:
+def load_trained(name: str, seed: int = 0, root: Path = BUILD, dataset=None) -> nn.Module:
     ckpt = load_checkpoint(model_dir(name, seed, root) / "model.pt", name)
     net = build(name, dataset or ckpt.get("dataset", "mnist"))
     try:
@@ -183,8 +293,19 @@ def load_trained(name: str, seed: int = 0, root: Path = BUILD, dataset=None) -> 
 
 def seeds(name: str, root: Path = BUILD):
     """Seeds with a finished training run."""
-    base = Path(root) / name
+    base = Path(root) / slug(name)
     found = [0] if (base / "model.pt").is_file() else []
     if base.is_dir():
         found += sorted(int(p.name[4:]) for p in base.glob("seed*") if p.name[4:].isdigit() and (p / "model.pt").is_file())
     return found
+
+
+if __name__ == "__main__":   # `python -m model.zoo twin NAME`: the Makefile asks for a model's twin
+    import sys
+    try:
+        if len(sys.argv) != 3 or sys.argv[1] != "twin":
+            raise ModelError("usage: python -m model.zoo twin MODEL")
+        print(twin_of(sys.argv[2]) or "")
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

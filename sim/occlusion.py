@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model import paths
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,8 +30,8 @@ def run(model, board, images, base_images, graph=None, out_dir=None, folding=Non
     from sim import cocotb_env as E
     from sim.run import RunError
     from sim.tb_top import run_top
-    base = Path(out_dir) if out_dir else ROOT / "build" / model / board
-    graph = Path(graph) if graph else ROOT / "build" / model / "streamlined.onnx"
+    base = Path(out_dir) if out_dir else paths.board_dir(model, board)
+    graph = Path(graph) if graph else paths.streamlined(model)
     if not graph.is_file():
         raise RunError(f"{graph}: no streamlined graph (run `make export MODEL={model}` first)")
     base_images = np.asarray(base_images, dtype=np.uint8)
@@ -75,7 +77,7 @@ def main(argv=None):
         from explain.methods import attribute, occlusion_inputs, occlusion_map
         from model.reference import Reference
         from sim.run import test_images
-        graph = ROOT / "build" / a.model / "streamlined.onnx"
+        graph = paths.streamlined(a.model)
         if a.images < 1:
             raise ValueError(f"--images must be positive, got {a.images}")
         imgs, _ = test_images(graph, a.images) if graph.is_file() else (None, None)
@@ -98,7 +100,7 @@ def main(argv=None):
     out = dict(model=a.model, board=a.board, patch=a.patch, stride=a.stride,
                **{k: v for k, v in hw.items() if not k.endswith("logits") and k != "accumulators"},
                map_max_abs_diff=float((hw_map - ref_map).abs().max()))
-    path = ROOT / "build" / a.model / a.board / "occlusion.json"
+    path = paths.board_dir(a.model, a.board) / "occlusion.json"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(out, indent=1))
     os.replace(tmp, path)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model import paths
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -87,8 +89,8 @@ def run(model, board, images="all", rtl=None, simulator=None, graph=None, out_di
     from hw.compile import compile_graph
     from sim import cocotb_env as E
     from sim.tb_top import run_top
-    base = Path(out_dir) if out_dir else ROOT / "build" / model / board
-    graph = Path(graph) if graph else ROOT / "build" / model / "streamlined.onnx"
+    base = Path(out_dir) if out_dir else paths.board_dir(model, board)
+    graph = Path(graph) if graph else paths.streamlined(model)
     if not graph.is_file():
         raise RunError(f"{graph}: no streamlined graph (run `make export MODEL={model}` first)")
     count = None if str(images) == "all" else int(images)

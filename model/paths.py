@@ -1,0 +1,31 @@
+"""Where a model's files live under build/: the one place that turns a model name into paths.
+
+A name may be a zoo name (tfc-w1a1), FINN's zoo (bnn-pynq:tfc_1w1a) or a user's model file
+(path/to/file.py:function), so the folder is a slug of it; the Makefile computes the same slug
+with sed.
+"""
+import re
+from pathlib import Path
+
+BUILD = Path(__file__).resolve().parent.parent / "build"
+
+
+def slug(name: str) -> str:
+    """The folder name of a model under build/ (a name may hold ':' and '/')."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(name)).strip("-") or "model"
+
+
+def model_dir(name: str, seed: int = 0, root: Path = BUILD) -> Path:
+    """build/<model>/ holds the default seed 0; further seeds live in build/<model>/seed<k>/."""
+    base = Path(root) / slug(name)
+    return base if seed == 0 else base / f"seed{seed}"
+
+
+def board_dir(name: str, board: str, root: Path = BUILD) -> Path:
+    """build/<model>/<board>/: the hardware, simulation and report of a model on a board."""
+    return model_dir(name, 0, root) / str(board)
+
+
+def streamlined(name: str, seed: int = 0, root: Path = BUILD) -> Path:
+    """The streamlined graph, the contract every stage after export reads."""
+    return model_dir(name, seed, root) / "streamlined.onnx"
