@@ -9,13 +9,14 @@ VERIFY  ?=
 FOLDING ?=
 FPS     ?=
 CKPT    ?=
+EPOCHS  ?=
 FORCE   ?=
 HWOPTS   = $(if $(FOLDING),--folding $(FOLDING)) $(if $(FPS),--target-fps $(FPS))
 # MODEL may be a BitLens zoo name, bnn-pynq:<config> (FINN's zoo) or path/to/file.py:function;
 # its folder under build/ (model.zoo.slug, the same rule)
 MDIR    := $(shell printf '%s' '$(MODEL)' | sed -E 's/[^A-Za-z0-9_.-]+/-/g; s/^-+//; s/-+$$//')
 # the full-precision twin explained beside the BNN (none for a user's model file); asked once setup ran
-TWIN     = $(shell $(PY) -m model.zoo twin '$(MODEL)')
+TWIN    ?= $(shell $(PY) -m model.zoo twin '$(MODEL)')
 export YOWASP_CACHE_DIR := $(CURDIR)/.cache/yowasp
 export PYTHONDONTWRITEBYTECODE := 1
 
@@ -33,14 +34,14 @@ setup: .venv/.stamp
 	touch $@
 
 train: setup
-	$(PY) -m model.train --model '$(MODEL)' --dataset $(DATASET) $(if $(CKPT),--ckpt '$(CKPT)') $(if $(FORCE),--force)
+	$(PY) -m model.train --model '$(MODEL)' --dataset $(DATASET) $(if $(CKPT),--ckpt '$(CKPT)') $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(FORCE),--force)
 
 export: setup
 	$(PY) -m model.export --model '$(MODEL)' --dataset $(DATASET) $(if $(VERIFY),--verify-images $(VERIFY))
 
 # sim, bitstream and demo need the streamlined graph: train and export it when it is missing
 build/$(MDIR)/streamlined.onnx: | setup
-	$(PY) -m model.train --model '$(MODEL)' --dataset $(DATASET) $(if $(CKPT),--ckpt '$(CKPT)')
+	$(PY) -m model.train --model '$(MODEL)' --dataset $(DATASET) $(if $(CKPT),--ckpt '$(CKPT)') $(if $(EPOCHS),--epochs $(EPOCHS))
 	$(PY) -m model.export --model '$(MODEL)' --dataset $(DATASET) $(if $(VERIFY),--verify-images $(VERIFY))
 
 bitstream: setup build/$(MDIR)/streamlined.onnx
@@ -65,10 +66,10 @@ gradreg: setup
 	$(PY) -m explain.gradreg_study --model $(MODEL)
 
 report: seeds
-	$(PY) -m explain.report --model '$(MODEL)' --board $(BOARD)
+	$(PY) -m explain.report --model '$(MODEL)' --board $(BOARD) $(if $(TWIN),--twin '$(TWIN)')
 
 reports: seeds
-	$(PY) -m explain.report --model '$(MODEL)' --board all
+	$(PY) -m explain.report --model '$(MODEL)' --board all $(if $(TWIN),--twin '$(TWIN)')
 
 # The main job on the embedded MNIST: train, export + verify on the full test set, simulate the
 # whole test set on the accelerator, build the ULX3S bitstream, and write the report.

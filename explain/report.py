@@ -149,12 +149,14 @@ def _reference_final_layer(ref, x):
 
 
 def compute(model, sources, n_images=100, methods=None, options=None, sanity_images=20,
-            final_images=None, progress=True, faithfulness_steps=28):
-    """Everything the page shows, for model M (a BNN) and its twin."""
+            final_images=None, progress=True, faithfulness_steps=28, twin=None):
+    """Everything the page shows, for model M (a BNN) and its twin (default: the zoo's)."""
     from model import zoo
     methods = list(methods or METHODS)
     options = options or {}
-    twin = zoo.twin_of(model)
+    twin = twin or zoo.twin_of(model)
+    if twin is None:
+        raise ReportError(f"{model} has no full-precision twin to compare with: name one with TWIN=path/file.py:function")
     t0 = time.time()
     res = dict(model=model, twin=twin, n_images=n_images, methods=methods, sign=SIGN, options=options,
                skipped={}, models={}, accuracy={}, ig_delta={}, lrp_delta={})
@@ -403,7 +405,8 @@ CNV_DEFAULTS = dict(images=20, neuromask_steps=300)
 def _is_mlp(model):
     from model import zoo
     try:
-        return zoo.parse_name(model)[2]["kind"] == "mlp"
+        sp = zoo.spec(model)
+        return (sp.kind or zoo.kind_of(zoo.build(model))) == "mlp"
     except ValueError:
         return True
 
@@ -735,12 +738,12 @@ def main(argv=None):
     p.add_argument("--hardware-images", type=int, default=None,
                    help="test images occluded on the simulated accelerator (default 10 for MLPs, 2 for CNV)")
     p.add_argument("--root", default=None, help="build folder (default ./build)")
+    p.add_argument("--twin", default=None, help="the full-precision model to compare with (default: the zoo's twin)")
     a = p.parse_args(argv)
     try:
         from hw.boards import BOARDS
         from model import zoo
-        zoo.parse_name(a.model)
-        if zoo.parse_name(a.model)[1] == "fp":
+        if not zoo.spec(a.model).quantised:
             raise ReportError(f"--model takes the BNN ({zoo.twin_of(a.model)}); its twin {a.model} is explained alongside")
         boards = list(BOARDS) if a.board == "all" else [a.board.lower()]
         for b in boards:
@@ -764,7 +767,7 @@ def main(argv=None):
         opts = {"neuromask": dict(steps=steps), "smoothgrad": dict(samples=a.smoothgrad_samples)}
         if a.hardware_images:
             opts["hardware_occlusion"] = dict(images=a.hardware_images)
-        res = compute(a.model, sources, images, methods, opts, final_images=a.final_images)
+        res = compute(a.model, sources, images, methods, opts, final_images=a.final_images, twin=a.twin)
         for b in boards:
             out = write_report(res, b, sources.root)
             print(f"{a.model} on {b}: {out / 'index.html'}")

@@ -78,7 +78,7 @@ def import_checkpoint(name, path, dataset="mnist", seed=0, out=None, data_dir=No
     try:
         net.load_state_dict(obj)
     except RuntimeError as e:
-        raise zoo.ModelError(f"{path}: does not match {name}: {str(e).splitlines()[0]}") from None
+        raise zoo.ModelError(f"{path}: does not match {name}: {' '.join(str(e).split())[:300]}") from None
     out = Path(out) if out else zoo.model_dir(name, seed)
     out.mkdir(parents=True, exist_ok=True)
     xte, yte = D.load_split(dataset, "test", data_dir)

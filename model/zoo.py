@@ -287,7 +287,7 @@ def load_trained(name: str, seed: int = 0, root: Path = BUILD, dataset=None) -> 
     try:
         net.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
-        raise ModelError(f"checkpoint for {name} does not match the model: {str(e).splitlines()[0]}") from None
+        raise ModelError(f"checkpoint for {name} does not match the model: {' '.join(str(e).split())[:300]}") from None
     return net.eval()
 
 

@@ -279,3 +279,153 @@ def test_twin_thresholds_decide_ties_like_the_integers():
     # constant channels (a = 0) stay on or off as their bias says
     const = exact_thresholds(np.array([[0.0], [5.0]]), np.zeros(2), np.array([1.0, -1.0]), theta)
     assert const[0, 0] == -np.inf and const[1, 0] == np.inf
+
+
+# ---------------------------------------------------------------- models from outside the zoo
+
+def _randomise_tensor_norm(net, seed=0):
+    """FINN's TensorNorm (a scalar BatchNorm exported with Pow on constants) off its identity."""
+    g = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if type(m).__name__ == "TensorNorm":
+            m.running_mean.fill_(float(torch.rand(1, generator=g)) * 4 - 2)
+            m.running_var.fill_(float(torch.rand(1, generator=g)) * 3 + 0.5)
+            m.weight.data.fill_(float(torch.rand(1, generator=g)) + 0.5)
+            m.bias.data.fill_(float(torch.rand(1, generator=g)) - 0.5)
+    return net
+
+
+FINN_ZOO = ["tfc_1w1a", "tfc_1w2a", "tfc_2w2a", "sfc_1w1a", "sfc_1w2a", "sfc_2w2a", "lfc_1w1a", "lfc_1w2a",
+            "cnv_1w1a", "cnv_1w2a", "cnv_2w2a"]
+
+
+def test_finn_zoo_names():
+    assert sorted(zoo._bnn_pynq_configs()) == sorted(FINN_ZOO)
+    assert zoo.twin_of("bnn-pynq:cnv_2w2a") == "cnv-fp" and zoo.slug("bnn-pynq:tfc_1w1a") == "bnn-pynq-tfc_1w1a"
+    with pytest.raises(zoo.ModelError, match="unknown FINN zoo model 'bnn-pynq:resnet18_4w4a'"):
+        zoo.spec("bnn-pynq:resnet18_4w4a")
+
+
+@pytest.mark.parametrize("cfg", [c if c in ("cnv_2w2a",) or not c.startswith("cnv") else
+                                 pytest.param(c, marks=pytest.mark.slow) for c in FINN_ZOO])
+def test_finn_zoo_streamlines_bit_exact(cfg, tmp_path):
+    """FINN's own models, unmodified: `2x - 1` before the input quantiser, TensorNorm at the end."""
+    from brevitas_examples.bnn_pynq.models import get_model_cfg
+    from model.streamline import metadata
+    torch.manual_seed(4)
+    net = _randomise_tensor_norm(_randomise_bn(zoo.build("bnn-pynq:" + cfg)))
+    assert net.in_shape == ((1, 32, 32) if cfg.startswith("cnv") else (1, 28, 28))
+    g, ref = _check_bit_exact(net, tmp_path / "m.onnx", n=3 if cfg.startswith("cnv") else 16)
+    iq = metadata(g)["input_quant"]
+    nodes = {n.name: n for n in g.graph.node}
+    in_bits = get_model_cfg(cfg).getint("QUANT", "IN_BIT_WIDTH")
+    if in_bits == 8:   # round(128 * (2 * b/256 - 1)) = b - 128: the bytes go straight into the first layer
+        assert iq["mode"] == "affine" and (iq["mult"], iq["offset"]) == (1, -128) and "Thresh_in" not in nodes
+    else:              # sign(2b/256 - 1): b >= 128; 2 bits: levels split at 64 and 193 (0.5 rounds to even)
+        T = g.get_initializer("Thresh_in_thresholds")
+        assert iq["mode"] == "threshold" and T.tolist() == ([[128]] if in_bits == 1 else [[64, 193]])
+        first = g.find_consumer(g.find_consumer("Thresh_in_out").output[0])
+        assert first.op_type == ("XnorPopcountMatMul" if in_bits == 1 else "MatMul")
+
+
+USER_MODEL = '''
+import torch
+import torch.nn as nn
+import brevitas.nn as qnn
+from brevitas.quant import SignedBinaryWeightPerTensorConst, Uint8ActPerTensorFloat
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, classes):
+        super().__init__()
+        c, h, w = in_shape
+        self.q = qnn.QuantIdentity(act_quant=Uint8ActPerTensorFloat, bit_width=8)
+        self.c1 = qnn.QuantConv2d(c, 8, 3, padding=1, bias=False, weight_quant=SignedBinaryWeightPerTensorConst)
+        self.b1 = nn.BatchNorm2d(8)
+        self.a1 = qnn.QuantIdentity(bit_width=2, max_val=1.0, min_val=-1.0)
+        self.c2 = qnn.QuantConv2d(8, 8, 3, stride=2, padding=1, bias=False, weight_bit_width=2)
+        self.b2 = nn.BatchNorm2d(8)
+        self.a2 = qnn.QuantIdentity(bit_width=2, max_val=1.0, min_val=-1.0)
+        self.fc = qnn.QuantLinear(8 * ((h + 1) // 2) * ((w + 1) // 2), classes, bias=True,
+                                  weight_quant=SignedBinaryWeightPerTensorConst)
+
+    def forward(self, x):
+        x = self.a2(self.b2(self.c2(self.a1(self.b1(self.c1(self.q(x)))))))
+        return self.fc(torch.flatten(x, 1))
+
+
+def net(in_shape, classes):
+    return Net(in_shape, classes)
+'''
+
+
+def test_user_model_file_padding_and_2bit(tmp_path):
+    """A user's own Brevitas model, named path/file.py:function: padded and strided convolutions
+    with 2-bit activations, through streamlining to the bit-exact reference."""
+    (tmp_path / "mynet.py").write_text(USER_MODEL)
+    name = f"{tmp_path / 'mynet.py'}:net"
+    torch.manual_seed(5)
+    net = zoo.build(name)
+    assert net.in_shape == (1, 28, 28) and zoo.spec(name).twin is None and zoo.kind_of(net) == "cnv"
+    g, _ = _check_bit_exact(_randomise_bn(net), tmp_path / "m.onnx", n=4)
+    swg = [n for n in g.graph.node if n.op_type == "Im2Col"]
+    assert [list(n.attribute[0].ints) for n in swg] and all(
+        any(a.name == "pad_amount" and list(a.ints) == [1, 1, 1, 1] for a in n.attribute) for n in swg)
+
+
+def test_user_checkpoint_import(tmp_path):
+    from model.train import import_checkpoint
+    (tmp_path / "mynet.py").write_text(USER_MODEL)
+    name = f"{tmp_path / 'mynet.py'}:net"
+    torch.manual_seed(6)
+    net = zoo.build(name)
+    net.train()(torch.rand(4, *net.in_shape))   # a trained checkpoint has its statistics-initialised scales
+    torch.save({"state_dict": net.state_dict()}, tmp_path / "w.pt")
+    res = import_checkpoint(name, tmp_path / "w.pt", out=tmp_path / "out", quiet=True)
+    assert res["epochs"] == 0 and 0 <= res["test_accuracy"] <= 1
+    ckpt = zoo.load_checkpoint(tmp_path / "out" / "model.pt", name)
+    assert all(torch.equal(ckpt["state_dict"][k], v) for k, v in net.state_dict().items())
+    torch.save({"fc.weight": torch.zeros(3)}, tmp_path / "bad.pt")
+    with pytest.raises(zoo.ModelError, match="does not match"):
+        import_checkpoint(name, tmp_path / "bad.pt", out=tmp_path / "out", quiet=True)
+
+
+@pytest.mark.parametrize("name,msg", [
+    ("nofile.py:net", "no such model file"),
+    ("model.py", "unknown model"),
+    ("{d}/mynet.py:missing", "defines no function 'missing'"),
+    ("{d}/mynet.py:notmodule", "returned int, not a torch module"),
+    ("{d}/broken.py:net", "importing it failed"),
+])
+def test_user_model_errors_name_the_cause(tmp_path, name, msg):
+    (tmp_path / "mynet.py").write_text(USER_MODEL + "\n\ndef notmodule():\n    return 3\n")
+    (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(zoo.ModelError, match=msg) as e:
+        zoo.build(name.format(d=tmp_path))
+    assert "\n" not in str(e.value)
+
+
+def test_input_preprocessing_errors(tmp_path):
+    """Preprocessing that differs per pixel, or a quantiser map that falls with the byte, is
+    named, not guessed."""
+    import brevitas.nn as qnn
+
+    class PerPixel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("ramp", torch.linspace(0.5, 1.5, 16).view(1, 1, 4, 4))
+            self.q = qnn.QuantIdentity(bit_width=2, max_val=1.0, min_val=-1.0)
+            self.fc = qnn.QuantLinear(16, 3, bias=False)
+            self.in_shape = (1, 4, 4)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.q(x * self.ramp), 1))
+
+    class Falling(PerPixel):
+        def forward(self, x):
+            return self.fc(torch.flatten(self.q(1 - 2 * x), 1))
+
+    with pytest.raises(StreamlineError, match="per-pixel preprocessing"):
+        streamline(_export(PerPixel(), tmp_path / "a.onnx"))
+    with pytest.raises(StreamlineError, match="not monotone"):
+        streamline(_export(Falling(), tmp_path / "b.onnx"))
