@@ -20,7 +20,7 @@ TWIN    ?= $(shell $(PY) -m model.zoo twin '$(MODEL)')
 export YOWASP_CACHE_DIR := $(CURDIR)/.cache/yowasp
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test test-all train export seeds bitstream sim gradreg report reports bench clean
+.PHONY: setup demo test test-all train export seeds bitstream sim gradreg report reports bench interop clean
 
 setup: .venv/.stamp
 
@@ -84,6 +84,10 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -q tests
+
+# FINN's BNN zoo (11 configs) trained, exported, verified and simulated: build/interop/interop.json
+interop: setup
+	$(PY) -m bitlens.interop
 
 bench: setup
 	$(PY) -m model.bench
