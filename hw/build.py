@@ -19,7 +19,6 @@ from hw.compile import compile_graph, load_folding
 from model import paths
 
 REPO = Path(__file__).resolve().parent.parent
-BUILD = REPO / "build"
 EXIT_FINN_NOT_RUN = 2
 
 

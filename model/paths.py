@@ -15,17 +15,17 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(name)).strip("-") or "model"
 
 
-def model_dir(name: str, seed: int = 0, root: Path = BUILD) -> Path:
+def model_dir(name: str, seed: int = 0, root: Path | None = None) -> Path:
     """build/<model>/ holds the default seed 0; further seeds live in build/<model>/seed<k>/."""
-    base = Path(root) / slug(name)
+    base = Path(root or BUILD) / slug(name)
     return base if seed == 0 else base / f"seed{seed}"
 
 
-def board_dir(name: str, board: str, root: Path = BUILD) -> Path:
+def board_dir(name: str, board: str, root: Path | None = None) -> Path:
     """build/<model>/<board>/: the hardware, simulation and report of a model on a board."""
     return model_dir(name, 0, root) / str(board)
 
 
-def streamlined(name: str, seed: int = 0, root: Path = BUILD) -> Path:
+def streamlined(name: str, seed: int = 0, root: Path | None = None) -> Path:
     """The streamlined graph, the contract every stage after export reads."""
     return model_dir(name, seed, root) / "streamlined.onnx"

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from model.paths import BUILD, model_dir, slug
+from model.paths import model_dir, slug
 
 TOPOLOGIES = {
     "tfc": dict(kind="mlp", hidden=[64, 64, 64]),
@@ -281,7 +281,7 @@ def load_checkpoint(path: Path, name: str):
     return ckpt
 
 
-def load_trained(name: str, seed: int = 0, root: Path = BUILD, dataset=None) -> nn.Module:
+def load_trained(name: str, seed: int = 0, root: Path | None = None, dataset=None) -> nn.Module:
     ckpt = load_checkpoint(model_dir(name, seed, root) / "model.pt", name)
     net = build(name, dataset or ckpt.get("dataset", "mnist"))
     try:
@@ -291,9 +291,9 @@ def load_trained(name: str, seed: int = 0, root: Path = BUILD, dataset=None) -> 
     return net.eval()
 
 
-def seeds(name: str, root: Path = BUILD):
+def seeds(name: str, root: Path | None = None):
     """Seeds with a finished training run."""
-    base = Path(root) / slug(name)
+    base = model_dir(name, 0, root)
     found = [0] if (base / "model.pt").is_file() else []
     if base.is_dir():
         found += sorted(int(p.name[4:]) for p in base.glob("seed*") if p.name[4:].isdigit() and (p / "model.pt").is_file())

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model import paths
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "build" / "test-flows"       # yowasp tools cannot see pytest's tmp_path
 PY = sys.executable
@@ -520,7 +522,7 @@ def test_build_xilinx_orchestration(monkeypatch, capsys):
         calls.append((model_, board.name, folding, target_fps))
         return out, {"folding": fold}  # compile_graph's result carries the folding it wrote
 
-    monkeypatch.setattr(B, "BUILD", root)
+    monkeypatch.setattr(paths, "BUILD", root)
     monkeypatch.setattr(B, "compile_rtl", fake_compile)
     monkeypatch.delenv("FINN_ROOT", raising=False)
     assert B.main(["--model", model, "--board", "kv260", "--target-fps", "1000"]) == 2
