@@ -201,12 +201,13 @@ def make_padded_conv(path, seed=0, in_shape=(1, 6, 6, 2), classes=3, thresh_in=0
     g.im2col(3, 1, pad0, 0 if not thresh_in else 1)
     mw = g.shape[-1]
     g.matmul(4, xnor=False)
-    r = 255 * mw if not thresh_in else thresh_in * mw
-    g.thresh(3, -r // 8, r // 8, "NHWC")
+    r = int(np.sqrt(mw)) * (128 if not thresh_in else thresh_in)      # about one standard deviation
+    g.thresh(3, -r, r, "NHWC")
     g.im2col(3, stride1, pad1, 2)
     mw = g.shape[-1]
     g.matmul(6, xnor=False)
-    g.thresh(1, -mw, mw, "NHWC")
+    r = int(np.sqrt(mw)) * 2
+    g.thresh(1, -r, r, "NHWC")
     g.reshape(int(np.prod(g.shape[1:])))
     g.matmul(classes, xnor=True, out_name="acc_out")
     return g.finish(path)
