@@ -92,7 +92,8 @@ def test_thresh_in_padded_conv_whole_flow_verilator():
     thr = est["layers"][0]
     assert thr["layer"] == "Thresh_in" and fold["Thresh_in"]["PE"] == thr["PE"]
     assert thr["cycles"] <= max(r["cycles"] for r in est["layers"][1:])     # never the bottleneck
-    res = _run("tpconv", _padded_conv, PCONV_FOLD, 4, idle_level=7, bp_level=9, simulator="verilator")
+    # same chunk, same stream wrapper: no second Verilator build
+    res = _run("tpconv", _padded_conv, PCONV_FOLD, 4, chunk=3, idle_level=7, bp_level=9, simulator="verilator")
     assert res["equal"], res.get("first_mismatch") or res.get("stall")
 
 
