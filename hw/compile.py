@@ -1,6 +1,6 @@
 """Compile a streamlined BitLens graph into a FINN-architecture accelerator.
 
-graph (qonnx) -> layer IR (SWG / MVAU / Pool) -> folding (given or chosen) -> analytic estimates
+graph (qonnx) -> layer IR (Thresholding / SWG / MVAU / Pool) -> folding (given or chosen) -> analytic estimates
 -> RTL folder: units, generated top `bitlens_top` (FINN port names), memory files, manifest.
 
     python -m hw.compile --model tfc-w1a1 --board ulx3s [--folding F.json] [--target-fps N]
@@ -44,7 +44,43 @@ class FitError(CompileError):
 
 # ----------------------------------------------------------------------------- IR
 @dataclass
+class Thresholding:
+    """The graph's input MultiThreshold (Thresh_in): pixel bytes -> counts of thresholds passed."""
+    name: str
+    pixels: int
+    c: int
+    thresholds: np.ndarray = field(repr=False)      # (C, T) integers clipped to 0..2^in_bits
+    out_bits: int = 1
+    in_bits: int = 8
+    pe: int = 1
+    pe_fixed: bool = False                           # PE given by a folding config
+
+    @property
+    def n_thr(self):
+        return int(self.thresholds.shape[1])
+
+    @property
+    def in_elems(self):
+        return self.pe
+
+    @property
+    def out_elems(self):
+        return self.pe
+
+    def legal_pe(self):
+        return U.thresh_legal_pe(self.pixels, self.c)
+
+    def cycles(self, pe=None):
+        return U.thresh_cycles(self.pixels, self.c, pe or self.pe)
+
+    def resources(self, kbit, pe=None):
+        return U.thresh_resources(self.c, pe or self.pe, self.n_thr, self.in_bits, self.out_bits, kbit)
+
+
+@dataclass
 class SWG:
+    """Im2Col: bl_swg on an ifm x ifm_w image, behind a bl_pad when pad = [top, left, bottom, right]
+    is not all zero."""
     name: str
     ifm: int
     c: int
@@ -52,10 +88,33 @@ class SWG:
     s: int
     bits: int
     simd: int = 1
+    ifm_w: int = 0                                   # 0: square (ifm)
+    pad: tuple = (0, 0, 0, 0)
+    pad_value: int = 0
+
+    @property
+    def w(self):
+        return self.ifm_w or self.ifm
+
+    @property
+    def padded(self):
+        return any(self.pad)
+
+    @property
+    def hp(self):
+        return self.ifm + self.pad[0] + self.pad[2]
+
+    @property
+    def wp(self):
+        return self.w + self.pad[1] + self.pad[3]
 
     @property
     def ofm(self):
-        return U.conv_out_dim(self.ifm, self.k, self.s)
+        return U.conv_out_dim(self.hp, self.k, self.s)
+
+    @property
+    def ofm_w(self):
+        return U.conv_out_dim(self.wp, self.k, self.s)
 
     @property
     def in_elems(self):
@@ -70,10 +129,16 @@ class SWG:
         return self.bits
 
     def cycles(self):
-        return U.swg_cycles(self.ifm, self.c, self.k, self.s, self.simd)
+        # bl_pad emits the padded image at one beat per cycle, which the window generator's cycles
+        # (over the padded image) already cover
+        return U.swg_cycles(self.hp, self.c, self.k, self.s, self.simd, ifm_w=self.wp)
 
     def resources(self, kbit):
-        return U.swg_resources(self.ifm, self.c, self.k, self.s, self.simd, self.bits, kbit)
+        r = U.swg_resources(self.hp, self.c, self.k, self.s, self.simd, self.bits, kbit, ifm_w=self.wp)
+        if self.padded:
+            p = U.pad_resources(self.ifm, self.w, self.c, self.simd, self.bits, self.pad)
+            r = {k: r[k] + p[k] for k in r}
+        return r
 
 
 @dataclass
@@ -196,8 +261,32 @@ def _attr(node, name, default=None):
     return default
 
 
+def _input_thresholds(model, node, shape) -> Thresholding:
+    """The contract's Thresh_in: MultiThreshold on global_in (UINT8, NHWC), thresholds (C, T) or
+    (1, T), output BINARY or UINTn counting the thresholds passed."""
+    what = f"node {node.name} (MultiThreshold on the input)"
+    layout = _attr(node, "data_layout", "NCHW")
+    layout = layout.decode() if isinstance(layout, bytes) else layout
+    if layout != "NHWC":
+        raise CompileError(f"{what}: data_layout {layout}, expected NHWC")
+    c = shape[3]
+    t = _int_init(model, node, 1, "thresholds")
+    if t.ndim != 2 or t.shape[0] not in (1, c):
+        raise CompileError(f"{what}: thresholds {t.shape}, expected ({c}, T) or (1, T)")
+    if t.shape[0] == 1:
+        t = np.repeat(t, c, axis=0)
+    if np.any(np.diff(t, axis=1) < 0):
+        raise CompileError(f"{what}: thresholds are not sorted per channel")
+    if float(_attr(node, "out_scale", 1.0)) != 1.0 or float(_attr(node, "out_bias", 0.0)) != 0.0:
+        raise CompileError(f"{what}: out_scale/out_bias must be 1/0")
+    odt = _dt(model, node.output[0])
+    if odt.signed() or not odt.is_integer() or (1 << odt.bitwidth()) - 1 < t.shape[1]:
+        raise CompileError(f"{what}: output {odt.name} cannot hold {t.shape[1]} thresholds")
+    return Thresholding(node.name, shape[1] * shape[2], c, U.thresh_clip(t, 8), out_bits=odt.bitwidth())
+
+
 def read_graph(onnx_path) -> Graph:
-    """Streamlined graph (README contract) -> list of SWG / MVAU / Pool layers."""
+    """Streamlined graph (README contract) -> list of Thresholding / SWG / MVAU / Pool layers."""
     from qonnx.core.modelwrapper import ModelWrapper
     path = Path(onnx_path)
     if not path.is_file():
@@ -236,17 +325,39 @@ def read_graph(onnx_path) -> Graph:
             raise CompileError(f"node {node.name} ({op}) does not consume the stream tensor '{cur}': "
                                "the graph must be a single chain")
         out_shape = tuple(model.get_tensor_shape(node.output[0]) or ())
-        if op == "Im2Col":
+        if op == "MultiThreshold" and not layers and cur == gin:
+            layers.append(_input_thresholds(model, node, cur_shape))
+            cur_bits, cur_signed = layers[-1].out_bits, False
+        elif op == "Im2Col":
             k = list(_attr(node, "kernel_size"))
             s = list(_attr(node, "stride"))
             pad = list(_attr(node, "pad_amount", [0, 0, 0, 0]))
+            pad_value = _attr(node, "pad_value", 0)
             dil = list(_attr(node, "dilations", [1, 1]))
-            if k[0] != k[1] or s[0] != s[1] or cur_shape[1] != cur_shape[2]:
-                raise CompileError(f"node {node.name} (Im2Col): only square kernels/strides/images are supported "
-                                   f"(kernel {k}, stride {s}, input {cur_shape})")
-            if any(pad) or dil != [1, 1]:
-                raise CompileError(f"node {node.name} (Im2Col): padding {pad} / dilation {dil} not supported")
-            layers.append(SWG(node.name, cur_shape[1], cur_shape[3], k[0], s[0], cur_bits))
+            if len(cur_shape) != 4 or k[0] != k[1] or s[0] != s[1]:
+                raise CompileError(f"node {node.name} (Im2Col): only square kernels and strides on (1, H, W, C) "
+                                   f"are supported (kernel {k}, stride {s}, input {cur_shape})")
+            if dil != [1, 1]:
+                raise CompileError(f"node {node.name} (Im2Col): dilation {dil} not supported")
+            if _attr(node, "depthwise", 0):
+                raise CompileError(f"node {node.name} (Im2Col): depthwise windows are not supported")
+            if len(pad) != 4 or any(p < 0 for p in pad):
+                raise CompileError(f"node {node.name} (Im2Col): pad_amount {pad}, expected [top, left, bottom, "
+                                   "right] >= 0")
+            if cur_bits is None or cur_signed:
+                raise CompileError(f"node {node.name} (Im2Col): input must be unsigned activations or pixels")
+            if any(pad) and not 0 <= pad_value < (1 << cur_bits):
+                raise CompileError(f"node {node.name} (Im2Col): pad_value {pad_value} is not a UINT{cur_bits} "
+                                   "value of its input")
+            _, h, w, c = cur_shape
+            if h + pad[0] + pad[2] < k[0] or w + pad[1] + pad[3] < k[0]:
+                raise CompileError(f"node {node.name} (Im2Col): kernel {k[0]} is larger than the padded "
+                                   f"{h + pad[0] + pad[2]} x {w + pad[1] + pad[3]} image")
+            layers.append(SWG(node.name, h, c, k[0], s[0], cur_bits, ifm_w=w if w != h else 0,
+                              pad=tuple(int(p) for p in pad), pad_value=int(pad_value) if any(pad) else 0))
+            want = (1, layers[-1].ofm, layers[-1].ofm_w, k[0] * k[0] * c)
+            if out_shape and out_shape != want:
+                raise CompileError(f"node {node.name} (Im2Col): output shape {out_shape}, expected {want}")
         elif op in ("MatMul", "XnorPopcountMatMul"):
             w = _int_init(model, node, 1, "weight")
             if w.ndim != 2:
@@ -342,7 +453,8 @@ def load_folding(folding):
 
 
 def _propagate(graph: Graph):
-    """Set SWG SIMD and Pool PE from the MVAUs around them."""
+    """Set SWG SIMD and Pool PE from the MVAUs around them, and the input thresholding's PE (unless
+    a folding config gave it) so that it never limits the II of the rest."""
     layers = graph.layers
     for i, l in enumerate(layers):
         if isinstance(l, SWG):
@@ -351,6 +463,23 @@ def _propagate(graph: Graph):
         elif isinstance(l, Pool):
             prev = layers[i - 1]
             l.pe = math.gcd(prev.out_elems, l.c)
+    for i, l in enumerate(layers):
+        if isinstance(l, Thresholding) and not l.pe_fixed:
+            rest = [x.cycles() for x in layers if x is not l]
+            l.pe = thresh_default_pe(l, max(rest) if rest else 1, layers[i + 1].in_elems if i + 1 < len(layers)
+                                     else 1)
+
+
+def thresh_default_pe(l: Thresholding, ii: int, nxt_elems: int) -> int:
+    """Smallest legal PE whose cycles, and the width-converter link to the next unit (gcd of the two
+    beat sizes per cycle), stay within the II; else the one that comes closest."""
+    total = l.pixels * l.c
+
+    def worst(pe):
+        return max(l.cycles(pe), total // math.gcd(pe, nxt_elems))
+    legal = l.legal_pe()
+    ok = [pe for pe in legal if worst(pe) <= ii]
+    return ok[0] if ok else min(legal, key=lambda pe: (worst(pe), pe))
 
 
 def apply_folding(graph: Graph, folding: dict):
@@ -360,6 +489,16 @@ def apply_folding(graph: Graph, folding: dict):
             continue
         if key not in known:
             raise FoldingError(f"folding names '{key}', which is not a layer; layers: {', '.join(sorted(known))}")
+    for l in graph.layers:
+        if isinstance(l, Thresholding):
+            cfg = folding.get(l.name)
+            l.pe_fixed = cfg is not None and "PE" in cfg     # without one: chosen to keep up (_propagate)
+            if l.pe_fixed:
+                pe = cfg["PE"]
+                if not isinstance(pe, int) or pe not in l.legal_pe():
+                    raise FoldingError(f"{l.name}: PE={pe} must divide C={l.c} or be a multiple of it dividing "
+                                       f"H*W*C={l.pixels * l.c}; legal PE: {l.legal_pe()}")
+                l.pe = pe
     for mv in graph.mvaus:
         cfg = folding.get(mv.name)
         if cfg is None:
@@ -381,7 +520,7 @@ def folding_dict(graph: Graph):
             out[l.name] = {"PE": l.pe, "SIMD": l.simd}
         elif isinstance(l, SWG):
             out[l.name] = {"SIMD": l.simd}
-        elif isinstance(l, Pool):
+        elif isinstance(l, (Pool, Thresholding)):
             out[l.name] = {"PE": l.pe}
     return out
 
@@ -423,8 +562,14 @@ def estimate(graph: Graph, board):
     rows = []
     for l in graph.layers:
         r = l.resources(kbit)
-        rows.append(dict(layer=l.name, kind=type(l).__name__, cycles=int(l.cycles()), **r,
-                         **({"PE": l.pe, "SIMD": l.simd} if isinstance(l, MVAU) else {})))
+        extra = {}
+        if isinstance(l, MVAU):
+            extra = {"PE": l.pe, "SIMD": l.simd}
+        elif isinstance(l, Thresholding):
+            extra = {"PE": l.pe, "thresholds": l.n_thr}
+        elif isinstance(l, SWG) and l.padded:
+            extra = {"pad": list(l.pad), "pad_value": l.pad_value}
+        rows.append(dict(layer=l.name, kind=type(l).__name__, cycles=int(l.cycles()), **r, **extra))
     glue = dict(lut=0, ff=0, bram=0)
     for (bits, a, b), l in zip(_links(graph), graph.layers[1:]):
         chain = _dwc_chain(a, b)
@@ -518,8 +663,10 @@ def reference(graph: Graph, images):
     if x.ndim == 3:
         x = x[None]
     for l in graph.layers:
-        if isinstance(l, SWG):
-            x = U.swg_ref(x, l.k, l.s)
+        if isinstance(l, Thresholding):
+            x = U.thresh_ref(x, l.thresholds)
+        elif isinstance(l, SWG):
+            x = U.swg_ref(x, l.k, l.s, l.pad, l.pad_value)
         elif isinstance(l, Pool):
             x = U.pool_ref(x, l.k)
         else:
@@ -609,8 +756,18 @@ def _top_verilog(graph: Graph, in_w_pad, out_w_pad, mem):
             cur = inst("bl_dwc", dict(IN_W=a * cur_bits, OUT_W=b * cur_bits), f"u_dwc_{tag}_{j}", cur, b * cur_bits)
         cur = inst("bl_fifo", dict(WIDTH=l.in_elems * cur_bits, DEPTH=link_fifo_depth(l)), f"u_fifo_{tag}", cur,
                    l.in_elems * cur_bits)
-        if isinstance(l, SWG):
-            p = dict(IFM=l.ifm, C=l.c, K=l.k, S=l.s, SIMD=l.simd, BITS=l.bits, BUF_ROWS=U.swg_buf_rows(l.k, l.s))
+        if isinstance(l, Thresholding):
+            p = dict(C=l.c, PE=l.pe, N_THR=l.n_thr, IN_BITS=l.in_bits, OUT_BITS=l.out_bits,
+                     THRESH_FILE=f'"{mem[l.name]}"')
+            cur = inst("bl_thresholding", p, f"u_{tag}", cur, l.pe * l.out_bits)
+        elif isinstance(l, SWG):
+            if l.padded:
+                t, lf, b, r = l.pad
+                p = dict(IFM_H=l.ifm, IFM_W=l.w, C=l.c, SIMD=l.simd, BITS=l.bits, PAD_T=t, PAD_L=lf, PAD_B=b,
+                         PAD_R=r, PAD_VAL=l.pad_value)
+                cur = inst("bl_pad", p, f"u_{tag}_pad", cur, l.simd * l.bits)
+            p = dict(IFM=l.hp, IFM_H=l.hp, IFM_W=l.wp, C=l.c, K=l.k, S=l.s, SIMD=l.simd, BITS=l.bits,
+                     BUF_ROWS=U.swg_buf_rows(l.k, l.s))
             cur = inst("bl_swg", p, f"u_{tag}", cur, l.simd * l.bits)
         elif isinstance(l, Pool):
             p = dict(IFM=l.ifm, C=l.c, K=l.k, PE=l.pe, BITS=l.bits)
@@ -635,7 +792,9 @@ def write_rtl(graph: Graph, out_dir, est, board):
     rtl.mkdir(parents=True, exist_ok=True)
     files = []
     kinds = {type(l) for l in graph.layers}
-    need = ["fifo.v", "dwc.v", "mvau.v"] + (["swg.v"] if SWG in kinds else []) + (["pool.v"] if Pool in kinds else [])
+    padded = any(isinstance(l, SWG) and l.padded for l in graph.layers)
+    need = ["fifo.v", "dwc.v", "mvau.v"] + (["thresholding.v"] if Thresholding in kinds else []) \
+        + (["swg.v"] if SWG in kinds else []) + (["pad.v"] if padded else []) + (["pool.v"] if Pool in kinds else [])
     for f in need:
         tmp = rtl / (f + ".tmp")
         shutil.copyfile(U.RTL_DIR / f, tmp)
@@ -651,6 +810,11 @@ def write_rtl(graph: Graph, out_dir, est, board):
             U.write_memh(rtl / tf, U.mvau_thresh_words(mv.thresholds, mv.pe, mv.acc_bits),
                          mv.pe * mv.n_thr * mv.acc_bits)
         mem[mv.name] = (wf, tf)
+    for l in graph.layers:
+        if isinstance(l, Thresholding):
+            tf = f"{l.name.lower()}_t.mem"
+            U.write_memh(rtl / tf, U.thresh_words(l.thresholds, l.pe, l.in_bits), l.pe * l.n_thr * (l.in_bits + 1))
+            mem[l.name] = tf
     first, last = graph.layers[0], graph.layers[-1]
     h, w, c = graph.in_shape
     in_elems = first.in_elems

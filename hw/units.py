@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 
 RTL_DIR = Path(__file__).resolve().parent / "rtl"
-UNIT_FILES = ["mvau.v", "swg.v", "pool.v", "fifo.v", "dwc.v"]
+UNIT_FILES = ["mvau.v", "swg.v", "pad.v", "pool.v", "thresholding.v", "fifo.v", "dwc.v"]
 
 MODE_XNOR, MODE_BIPOLAR, MODE_INT = 0, 1, 2
 OUT_FIFO_MVAU = 8
 OUT_FIFO_SWG = 4
+OUT_FIFO_THRESH = 4
 
 
 class UnitError(ValueError):
@@ -187,13 +188,22 @@ def mvau_resources(mw, mh, pe, simd, mode, in_bits, acc_bits, n_thr, w_bits=1, k
 
 
 # ----------------------------------------------------------------------------- SWG
-def conv_out_dim(ifm, k, s):
-    return (ifm - k) // s + 1
+def conv_out_dim(ifm, k, s, total_pad=0):
+    """Output size of a convolution, as qonnx's compute_conv_output_dim (floor)."""
+    return (ifm + total_pad - k) // s + 1
 
 
-def swg_ref(images, k, s):
-    """images (N, H, W, C) -> (N, OH, OW, K*K*C) in (kh, kw, c) order, like qonnx Im2Col."""
-    x = np.asarray(images)
+def pad_ref(images, pad=(0, 0, 0, 0), value=0):
+    """images (N, H, W, C) padded by pad = [top, left, bottom, right] with `value` (qonnx Im2Col's
+    pad_amount order and pad_value)."""
+    t, l, b, r = (int(p) for p in pad)
+    return np.pad(np.asarray(images), ((0, 0), (t, b), (l, r), (0, 0)), mode="constant", constant_values=value)
+
+
+def swg_ref(images, k, s, pad=(0, 0, 0, 0), pad_value=0):
+    """images (N, H, W, C) -> (N, OH, OW, K*K*C) in (kh, kw, c) order, like qonnx Im2Col (padding
+    pad = [top, left, bottom, right] with pad_value first)."""
+    x = pad_ref(images, pad, pad_value) if any(pad) else np.asarray(images)
     n, h, w, c = x.shape
     oh, ow = conv_out_dim(h, k, s), conv_out_dim(w, k, s)
     out = np.empty((n, oh, ow, k * k * c), dtype=x.dtype)
@@ -208,24 +218,99 @@ def swg_buf_rows(k, s):
     return k + max(k, s)
 
 
-def swg_cycles(ifm, c, k, s, simd):
-    """Steady-state cycles per image: the reader emits OFM^2 K^2 C/SIMD beats, one per cycle, unless
-    input (IFM^2 C/SIMD beats) is slower; (K-S) rows of the next image wait for the last row."""
+def swg_cycles(ifm, c, k, s, simd, ifm_w=None):
+    """Steady-state cycles per image of an IFM x IFM_W input (the padded image when a bl_pad feeds
+    it): the reader emits OFM_H OFM_W K^2 C/SIMD beats, one per cycle, unless input (IFM IFM_W
+    C/SIMD beats) is slower; (K-S) rows of the next image wait for the last row."""
+    ifm_w = ifm if ifm_w is None else ifm_w
     cf = c // simd
-    ofm = conv_out_dim(ifm, k, s)
-    read = ofm * ofm * k * k * cf
-    write = ifm * ifm * cf
-    return max(read, write) + max(0, k - s) * ifm * cf
+    read = conv_out_dim(ifm, k, s) * conv_out_dim(ifm_w, k, s) * k * k * cf
+    write = ifm * ifm_w * cf
+    return max(read, write) + max(0, k - s) * ifm_w * cf
 
 
-def swg_resources(ifm, c, k, s, simd, bits, kbit=18):
+def swg_resources(ifm, c, k, s, simd, bits, kbit=18, ifm_w=None):
+    ifm_w = ifm if ifm_w is None else ifm_w
     cf = c // simd
-    depth = swg_buf_rows(k, s) * ifm * cf
+    depth = swg_buf_rows(k, s) * ifm_w * cf
     ml, mb = memory_cost(depth, simd * bits, kbit)
     ab = unsigned_bits(depth)
     lut = 80 + 6 * ab + ml + simd * bits * OUT_FIFO_SWG // 4
     ff = 60 + 8 * ab + simd * bits * (1 + OUT_FIFO_SWG)
     return dict(lut=int(lut), ff=int(ff), bram=int(mb))
+
+
+# ----------------------------------------------------------------------------- padding (bl_pad)
+def pad_cycles(h, w, c, simd, pad):
+    """bl_pad emits one beat per cycle: the padded image, (H+T+B) (W+L+R) C/SIMD beats."""
+    t, l, b, r = pad
+    return (h + t + b) * (w + l + r) * (c // simd)
+
+
+def pad_resources(h, w, c, simd, bits, pad):
+    """Row/column/fold counters, the interior test, one output register stage with its mux (yosys
+    synth_ecp5, 6x6 image, C 2, SIMD 2, 2 bits, pad 1 all round: 27 LUT, 14 FF; model 43, 17)."""
+    t, l, b, r = pad
+    cb = unsigned_bits(h + t + b) + unsigned_bits(w + l + r) + unsigned_bits(c // simd)
+    lut = 12 + 3 * cb + simd * bits
+    ff = 4 + cb + simd * bits
+    return dict(lut=int(lut), ff=int(ff), bram=0)
+
+
+# ----------------------------------------------------------------------------- input thresholding
+def thresh_ref(x, thresholds):
+    """x (..., C) integers, thresholds (C, T) or (1, T) sorted: number of thresholds with x >= t,
+    per channel (qonnx MultiThreshold on NHWC / NC data)."""
+    x = np.asarray(x, dtype=np.int64)
+    t = np.asarray(thresholds)
+    if t.shape[0] == 1:
+        t = np.repeat(t, x.shape[-1], axis=0)
+    return (x[..., None] >= t).sum(-1).astype(np.int64)
+
+
+def thresh_legal_pe(pixels, c):
+    """PE values bl_thresholding takes: PE | C (NF = C/PE threshold words), or C | PE with PE
+    dividing the image (each beat then holds PE/C whole pixels, one threshold word)."""
+    return [d for d in divisors(pixels * c) if c % d == 0 or d % c == 0]
+
+
+def thresh_clip(thresholds, in_bits=8):
+    """x >= T for x in 0..2^in_bits - 1 is unchanged by T -> clip(ceil(T), 0, 2^in_bits):
+    a threshold <= 0 always passes, one of 2^in_bits never does."""
+    return clip_thresholds(thresholds, 0, (1 << in_bits) - 1)
+
+
+def thresh_words(thresholds, pe, in_bits=8):
+    """Word nf holds threshold k of lane p at bit (p*T + k)*(IN_BITS+1): the threshold of channel
+    (nf*PE + p) mod C; NF = max(1, C/PE) words."""
+    t = np.asarray(thresholds, dtype=np.int64)
+    c, nt = t.shape
+    nf = max(1, c // pe)
+    lanes = np.stack([t[(nf_i * pe + np.arange(pe)) % c] for nf_i in range(nf)])   # (NF, PE, T)
+    return pack_beats(lanes.reshape(-1), pe * nt, in_bits + 1)
+
+
+def thresh_cycles(pixels, c, pe):
+    return pixels * c // pe
+
+
+def thresh_resources(c, pe, n_thr, in_bits=8, out_bits=1, kbit=18):
+    """PE x T comparators of IN_BITS+1 bits against (mostly constant) thresholds, a per-lane count of
+    T compare bits, the input register and the output FIFO. The threshold ROM (NF = C/PE words of
+    PE*T*(IN_BITS+1) bits) is a memory only when deep; a few words fold into the comparators,
+    selected by the fold counter. Checked against yosys synth_ecp5 (LUT4 + 2 per CCU2C): C 1 PE 4
+    T 1: 67 (model 44); C 6 PE 3 T 3: 104 (model 93); C 3 PE 12 T 3: 254 (model 272)."""
+    tb = in_bits + 1
+    nf = max(1, c // pe)
+    nfb = unsigned_bits(nf - 1) if nf > 1 else 0
+    cmp_l = n_thr * (tb // 2 + 1 + nfb)
+    count = max(0, n_thr - 1) * out_bits
+    deep = nf > 16
+    tl, tbr = memory_cost(nf, pe * n_thr * tb, kbit) if deep else (0, 0)
+    fifo = pe * out_bits * OUT_FIFO_THRESH // 4
+    lut = 20 + pe * (cmp_l + count) + tl + fifo + nfb
+    ff = 12 + pe * in_bits + (pe * n_thr * tb if deep else 0) + pe * out_bits * OUT_FIFO_THRESH + nfb
+    return dict(lut=int(lut), ff=int(ff), bram=int(tbr))
 
 
 # ----------------------------------------------------------------------------- pool

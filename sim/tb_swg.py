@@ -11,11 +11,15 @@ except ImportError:
     cocotb = None
 
 
-def make_case(ifm, c, k, s, simd, bits, images=3, seed=0):
+def make_case(ifm, c, k, s, simd, bits, images=3, seed=0, ifm_w=None):
+    """ifm_w: a rectangular IFM x IFM_W image (what bl_pad hands on for unequal padding)."""
     rng = np.random.default_rng(seed)
-    x = rng.integers(0, 1 << bits, (images, ifm, ifm, c))
+    w = ifm if ifm_w is None else ifm_w
+    x = rng.integers(0, 1 << bits, (images, ifm, w, c))
     y = U.swg_ref(x, k, s)
     params = dict(IFM=ifm, C=c, K=k, S=s, SIMD=simd, BITS=bits)
+    if ifm_w is not None:
+        params.update(IFM_H=ifm, IFM_W=w)
     return params, simd * bits, simd * bits, U.pack_beats(x.reshape(-1), simd, bits), \
         U.pack_beats(y.reshape(-1), simd, bits)
 

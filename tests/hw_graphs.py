@@ -35,15 +35,36 @@ class _G:
         dt = self.dts.get(self.cur)
         self._out(out, (1, k), dt)
 
-    def im2col(self, k, s):
+    def im2col(self, k, s, pad=(0, 0, 0, 0), pad_value=0):
+        """pad = [top, left, bottom, right] (qonnx pad_amount), pad_value in the input's datatype."""
         name = self._name("SWG")
         _, h, w, c = self.shape
         out = f"t{len(self.nodes)}"
+        extra = dict(pad_value=int(pad_value)) if any(pad) else {}
         self.nodes.append(helper.make_node("Im2Col", [self.cur], [out], name=name, domain=QDOM, stride=[s, s],
                                            kernel_size=[k, k], input_shape=f"(1,{h},{w},{c})",
-                                           pad_amount=[0, 0, 0, 0]))
-        o = (h - k) // s + 1
-        self._out(out, (1, o, o, k * k * c), self.dts[self.cur])
+                                           pad_amount=list(pad), **extra))
+        oh = (h + pad[0] + pad[2] - k) // s + 1
+        ow = (w + pad[1] + pad[3] - k) // s + 1
+        self._out(out, (1, oh, ow, k * k * c), self.dts[self.cur])
+
+    def thresh_in(self, n_thr, per_channel=True):
+        """The contract's input thresholding: MultiThreshold `Thresh_in` on the UINT8 pixels (NHWC),
+        thresholds (C, T) or (1, T) in 0..256 (with the edge values 0, 255 and 256 where T allows)."""
+        c = self.shape[-1]
+        t = self.rng.integers(1, 256, (c if per_channel else 1, n_thr))
+        if n_thr >= 3:
+            t[0, 0], t[0, -1] = 0, 256
+            if t.shape[0] > 1:
+                t[1, -1] = 255
+        t = np.sort(t, axis=1).astype(np.float32)
+        self.inits["Thresh_in_T"] = t
+        out = "thresh_in_out"
+        odt = "BINARY" if n_thr == 1 else f"UINT{int(np.ceil(np.log2(n_thr + 1)))}"
+        self.nodes.append(helper.make_node("MultiThreshold", [self.cur, "Thresh_in_T"], [out], name="Thresh_in",
+                                           domain=QDOM, out_dtype=odt, data_layout="NHWC"))
+        self._out(out, self.shape, odt)
+        return t
 
     def matmul(self, mh, xnor, out_name=None):
         name = self._name("MVAU")
@@ -144,6 +165,51 @@ def make_conv(path, seed=0, in_shape=(1, 8, 8, 2), classes=5):
     g.thresh(3, mw // 2 - d, mw // 2 + d, "NHWC")
     g.reshape(int(np.prod(g.shape[1:])))
     g.matmul(classes, xnor=False, out_name="acc_out")
+    return g.finish(path)
+
+
+def make_thresh_mlp(path, seed=0, hidden=(16,), classes=4, in_shape=(1, 6, 6, 1), n_thr=1, per_channel=True):
+    """Thresh_in (BINARY, or UINTn for n_thr > 1) -> Reshape -> XnorPopcountMatMul (or MatMul with
+    bipolar weights on UINTn) -> MultiThreshold -> ... -> acc_out: FINN's TFC with a 1-bit input."""
+    g = _G(in_shape, seed)
+    g.thresh_in(n_thr, per_channel)
+    g.reshape(int(np.prod(in_shape[1:])))
+    for h in hidden:
+        mw = g.shape[-1]
+        xnor = g.dts[g.cur] == "BINARY"
+        g.matmul(h, xnor=xnor)
+        if xnor:
+            d = int(np.sqrt(mw)) + 1
+            g.thresh(1, mw // 2 - d, mw // 2 + d, "NC")
+        else:
+            r = n_thr * mw
+            g.thresh(1, -r // 8, r // 8, "NC")
+    g.matmul(classes, xnor=g.dts[g.cur] == "BINARY", out_name="acc_out")
+    return g.finish(path)
+
+
+def make_padded_conv(path, seed=0, in_shape=(1, 6, 6, 2), classes=3, thresh_in=0,
+                     pad0=(1, 1, 1, 1), pad1=(1, 0, 1, 0), stride1=2):
+    """[Thresh_in ->] Im2Col(3x3, pad0, pad 0 on pixels / 1 on UINT2) -> MatMul(bipolar) ->
+    MultiThreshold(UINT2) -> Im2Col(3x3, stride1, pad1, pad value 2: UINT2 code of real 0 in a
+    symmetric 2-bit quantiser) -> MatMul(UINT2 x bipolar) -> MultiThreshold(BINARY) -> Reshape ->
+    XnorPopcountMatMul -> acc_out. The default pad1 is unequal on the two axes: the padded image of
+    the second window generator is not square."""
+    g = _G(in_shape, seed)
+    if thresh_in:
+        g.thresh_in(thresh_in)
+    g.im2col(3, 1, pad0, 0 if not thresh_in else 1)
+    mw = g.shape[-1]
+    g.matmul(4, xnor=False)
+    r = int(np.sqrt(mw)) * (128 if not thresh_in else thresh_in)      # about one standard deviation
+    g.thresh(3, -r, r, "NHWC")
+    g.im2col(3, stride1, pad1, 2)
+    mw = g.shape[-1]
+    g.matmul(6, xnor=False)
+    r = int(np.sqrt(mw)) * 2
+    g.thresh(1, -r, r, "NHWC")
+    g.reshape(int(np.prod(g.shape[1:])))
+    g.matmul(classes, xnor=True, out_name="acc_out")
     return g.finish(path)
 
 

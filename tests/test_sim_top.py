@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sim import cocotb_env as E
-from tests.hw_graphs import make_conv, make_mlp
+from tests.hw_graphs import make_conv, make_mlp, make_padded_conv, make_thresh_mlp
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "build" / "_test" / "top"
@@ -59,6 +59,42 @@ def test_conv_under_stalls_verilator():
     assert res["equal"], res.get("first_mismatch") or res.get("stall")
     # sparse valid/ready at the ports are absorbed by the link FIFOs; never faster than the II
     assert res["cycles_per_image"] >= res["analytic_ii"]
+
+
+# FINN's TFC-w1a1 shape with a 1-bit input: Thresh_in (BINARY) -> Reshape -> XnorPopcountMatMul ...;
+# Thresh_in's 4 lanes hold 4 pixels of the one channel and meet MVAU_0's 6 lanes through 2-wide converters
+THRESH_MLP_FOLD = {"Defaults": {}, "Thresh_in": {"PE": 4}, "MVAU_0": {"PE": 2, "SIMD": 6},
+                   "MVAU_1": {"PE": 1, "SIMD": 4}}
+# Thresh_in (UINT2, per-channel) -> Im2Col padded 1 all round with the UINT2 value 1 -> ... ->
+# Im2Col padded [0, 0, 1, 1] with value 2; Thresh_in's PE is left to the compiler
+PCONV_FOLD = {"Defaults": {}, "MVAU_0": {"PE": 2, "SIMD": 2}, "MVAU_1": {"PE": 2, "SIMD": 4},
+              "MVAU_2": {"PE": 1, "SIMD": 6}}
+
+
+def _padded_conv(path, seed):
+    return make_padded_conv(path, seed=seed, thresh_in=3, pad1=(0, 0, 1, 1), stride1=1)
+
+
+def test_thresh_in_mlp_whole_flow_verilator():
+    """Fails, not skips, without Verilator."""
+    res = _run("tmlp", make_thresh_mlp, THRESH_MLP_FOLD, 12, simulator="verilator")
+    assert res["equal"], res.get("first_mismatch") or res.get("stall")
+    assert res["analytic_ii"] == (36 // 6) * (16 // 2)
+    assert abs(res["cycles_per_image"] / res["analytic_ii"] - 1) <= 0.02
+
+
+def test_thresh_in_padded_conv_whole_flow_verilator():
+    res = _run("tpconv", _padded_conv, PCONV_FOLD, 6, chunk=3, simulator="verilator")
+    assert res["equal"], res.get("first_mismatch") or res.get("stall")
+    assert abs(res["cycles_per_image"] / res["analytic_ii"] - 1) <= 0.02
+    fold = json.loads((WORK / "tpconv" / "hw" / "folding.json").read_text())
+    est = json.loads((WORK / "tpconv" / "hw" / "estimates.json").read_text())
+    thr = est["layers"][0]
+    assert thr["layer"] == "Thresh_in" and fold["Thresh_in"]["PE"] == thr["PE"]
+    assert thr["cycles"] <= max(r["cycles"] for r in est["layers"][1:])     # never the bottleneck
+    # same chunk, same stream wrapper: no second Verilator build
+    res = _run("tpconv", _padded_conv, PCONV_FOLD, 4, chunk=3, idle_level=7, bp_level=9, simulator="verilator")
+    assert res["equal"], res.get("first_mismatch") or res.get("stall")
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 `timescale 1ns/1ps
-// bl_swg: sliding-window generator for a K x K convolution with stride S and no padding.
-// Input: NHWC image, IFM x IFM pixels of C channels, SIMD channels of BITS per beat.
+// bl_swg: sliding-window generator for a K x K convolution with stride S (padding: bl_pad in front).
+// Input: NHWC image, IFM_H x IFM_W pixels (default IFM x IFM) of C channels, SIMD channels of BITS
+// per beat.
 // Output: for each output pixel (row-major) its patch in (kh, kw, c) order, c innermost, SIMD
 // channels per beat: the order of qonnx Im2Col. The line buffer holds BUF_ROWS image rows in a
 // circular memory; rows are tracked across image boundaries, so the writer fills the next image's
@@ -9,6 +10,8 @@
 // makes the consumer wait at image boundaries.
 module bl_swg #(
     parameter IFM = 8,
+    parameter IFM_H = IFM,
+    parameter IFM_W = IFM,
     parameter C = 1,
     parameter K = 3,
     parameter S = 1,
@@ -27,11 +30,13 @@ module bl_swg #(
     input  wire                  m_tready
 );
     localparam CF = C / SIMD;
-    localparam OFM = (IFM - K) / S + 1;
-    localparam ROWW = IFM * CF;                  // words per image row
+    localparam OFM_H = (IFM_H - K) / S + 1;
+    localparam OFM_W = (IFM_W - K) / S + 1;
+    localparam OFM = OFM_H > OFM_W ? OFM_H : OFM_W;
+    localparam ROWW = IFM_W * CF;                // words per image row
     localparam DEPTH = BUF_ROWS * ROWW;
     localparam JN = K * CF;                      // words per kernel row of a patch
-    localparam REL_LAST = IFM - (OFM - 1) * S;   // rows freed after the last output row
+    localparam REL_LAST = IFM_H - (OFM_H - 1) * S;   // rows freed after the last output row
     localparam NEED_MID = K > S ? K : S;
     localparam NEED_LAST = REL_LAST > K ? REL_LAST : K;
     localparam AB = $clog2(DEPTH + 1);
@@ -69,10 +74,22 @@ module bl_swg #(
     localparam [JB-1:0] J_LAST = J_LAST_I[JB-1:0];
     localparam integer K_LAST_I = K - 1;
     localparam [KB-1:0] K_LAST = K_LAST_I[KB-1:0];
-    localparam integer O_LAST_I = OFM - 1;
-    localparam [OB-1:0] O_LAST = O_LAST_I[OB-1:0];
+    localparam integer OY_LAST_I = OFM_H - 1;
+    localparam [OB-1:0] OY_LAST = OY_LAST_I[OB-1:0];
+    localparam integer OX_LAST_I = OFM_W - 1;
+    localparam [OB-1:0] OX_LAST = OX_LAST_I[OB-1:0];
     localparam integer CREDITS_I = OUT_FIFO;
     localparam [CB-1:0] CREDITS = CREDITS_I[CB-1:0];
+
+    // ---------------- parameter checks: an unknown module stops every tool at elaboration
+    generate
+        if (IFM_H < K || IFM_W < K || K < 1 || S < 1) begin : g_bad_sizes
+            bl_swg_error_image_smaller_than_kernel_or_bad_K_S u_err ();
+        end
+        if (C % SIMD != 0) begin : g_bad_simd
+            bl_swg_error_SIMD_must_divide_C u_err ();
+        end
+    endgenerate
 
     reg [W-1:0] mem [0:DEPTH-1];
 
@@ -92,7 +109,7 @@ module bl_swg #(
     reg [AB-1:0] rbase, rrow, colb;
     reg [CB-1:0] credits;
     wire pop = m_tvalid && m_tready;
-    wire last_oy = (oy == O_LAST);
+    wire last_oy = (oy == OY_LAST);
     wire row_start = (ox == {OB{1'b0}}) && (kh == {KB{1'b0}}) && (j == {JB{1'b0}});
     wire [RB-1:0] need = last_oy ? NEED_LAST_R : NEED_MID_R;
     wire [RB-1:0] rel = last_oy ? REL_LAST_R : S_R;
@@ -100,7 +117,7 @@ module bl_swg #(
     wire rd = ap_rst_n && (credits < CREDITS) && (!row_start || (avail >= need));
     wire j_end = (j == J_LAST);
     wire kh_end = j_end && (kh == K_LAST);
-    wire row_end = kh_end && (ox == O_LAST);
+    wire row_end = kh_end && (ox == OX_LAST);
     wire [AB-1:0] raddr = rrow + colb + {{(AB-JB){1'b0}}, j};
     // address arithmetic modulo DEPTH (all operands are below DEPTH)
     wire [AB:0] nbase_s = {1'b0, rbase} + {1'b0, rel_a};
@@ -140,7 +157,7 @@ module bl_swg #(
                 if (j_end) begin
                     if (kh == K_LAST) begin
                         kh <= {KB{1'b0}};
-                        if (ox == O_LAST) begin
+                        if (ox == OX_LAST) begin
                             ox <= {OB{1'b0}};
                             colb <= {AB{1'b0}};
                             oy <= last_oy ? {OB{1'b0}} : oy + 1'b1;
