@@ -435,7 +435,9 @@ class Streamliner:
         if any(pads):
             v0 = -act.o / act.m
             if v0 != round(v0) or not DataType[act.dtype].allowed(v0):
-                raise StreamlineError(f"node {node.name} (Conv): zero padding is not representable in {act.dtype} with offset {act.o}")
+                raise StreamlineError(f"node {node.name} (Conv): Brevitas pads with 0, which a {act.dtype} activation "
+                                      f"(offset {act.o:g}) cannot hold; padding needs an activation with a 0 level "
+                                      "(e.g. 2-bit) in front of this convolution, or no padding")
             pad_value = int(v0)
         oh = (h + pads[0] + pads[2] - kh) // st[0] + 1
         ow = (w + pads[1] + pads[3] - kw) // st[1] + 1
