@@ -7,6 +7,9 @@ integer form maps to the real values Brevitas computes:
   channel; BatchNorm, Mul, Add, Sub, Div and bias only update (a, b);
 - an activation quantiser then turns (a, b) into integer thresholds on acc (DESIGN.md), flipping
   the weights of channels with a < 0 so every comparison is acc >= T.
+Before the first layer, flattening and affine preprocessing (FINN's `2x - 1`) are recorded and
+the input quantiser is evaluated on all 256 pixel bytes: an affine result folds into the first
+layer, any other monotone one becomes the input thresholding stage `Thresh_in`.
 Anything else is an error naming the node and its type.
 """
 import json
