@@ -7,8 +7,10 @@ FINN build folder BitLens writes, and checks every FINN step against the bit-exa
 3. the first N test images and the reference's accumulators go to .npy files, and
    `.venv-finn/bin/python hw/finn_steps.py` runs FINN's builder steps on the folder, executing
    FINN's Python model after each on all N images (the two sides talk only through files);
-4. build/<M>/<B>/finn/finn_check.json: per step images / equal, FINN's and BitLens' estimates.
-Exit 0 when every step that ran is equal on every image and the IIs agree; else 1, one line why.
+4. build/<M>/<B>/finn/finn_check.json: per step images / equal (and any MVAU whose accumulator
+   datatype cannot hold its true range), FINN's and BitLens' estimates.
+Exit 0 when every step that ran is equal on every image, no accumulator can overflow and the IIs
+agree; else 1, one line why.
 """
 import argparse
 import json
@@ -112,6 +114,9 @@ def finn_check(model, board_name="pynq-z1", n_images=500, folding=None, target_f
         "bitlens": bl,
         "all_steps_equal": bool(ran) and all(s["equal"] == s["images"] for s in ran),
         "ii_equal": fi.get("ii") == bl["ii"],
+        # MVAUs whose accumulator datatype cannot hold the true range (FINN's width minimisation
+        # sizes XNOR popcounts as signed sums): invisible to Python execution, an overflow on hardware
+        "accumulators_ok": not any(s.get("accumulator_overflow") for s in res["steps"]),
         "steps_not_run": {s["step"]: s["why"] for s in res["steps"] if "equal" not in s},
         "finn_verify": res.get("finn_verify"), "finn_verify_not_run": res.get("finn_verify_not_run"),
         "versions": res.get("versions"), "exec": res.get("exec"),
@@ -128,6 +133,9 @@ def verdict(res) -> str:
         return "FINN's model differs from the reference after " + ", ".join(bad)
     if not any("equal" in s for s in res["steps"]):
         return "no FINN step ran"
+    over = next((s for s in res["steps"] if s.get("accumulator_overflow")), None)
+    if over:
+        return f"after {over['step']}: {over['accumulator_overflow'][0]}"
     if not res["ii_equal"]:
         return f"FINN's II {res['finn'].get('ii')} != BitLens' II {res['bitlens']['ii']}"
     return ""

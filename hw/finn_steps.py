@@ -117,6 +117,35 @@ def _run_images(model, parent_path, images, expected, work, step):
     return len(images), equal, first_bad, ops
 
 
+def _acc_problems(model):
+    """MVAUs whose accumulator (or, without activation, output) datatype cannot hold the
+    accumulator's true range: 0..MW for an XNOR layer (a popcount), the weights' signed sums over
+    the input datatype's range otherwise. FINN's Python execution computes in float and never wraps,
+    so this is checked on the attributes: on hardware such an accumulator overflows."""
+    from qonnx.core.datatype import DataType
+    from qonnx.custom_op.registry import getCustomOp
+    from qonnx.util.basic import calculate_matvec_accumulator_range
+    out = []
+    for node in model.graph.node:
+        if not node.op_type.startswith("MVAU"):
+            continue
+        inst = getCustomOp(node)
+        mw = inst.get_nodeattr("MW")
+        if inst.get_nodeattr("binaryXnorMode"):
+            lo, hi = 0, mw
+        else:
+            w = model.get_initializer(node.input[1])
+            if w is None:
+                continue
+            lo, hi = calculate_matvec_accumulator_range(w, DataType[inst.get_nodeattr("inputDataType")])
+        names = ["accDataType"] + (["outputDataType"] if inst.get_nodeattr("noActivation") else [])
+        for attr in names:
+            dt = DataType[inst.get_nodeattr(attr)]
+            if dt.min() > lo or dt.max() < hi:
+                out.append(f"{node.name}: {attr} {dt.name} cannot hold the accumulator range {int(lo)}..{int(hi)}")
+    return out
+
+
 def _one_line(e):
     msg = str(e).strip().splitlines()
     return f"{type(e).__name__}: {msg[0] if msg else ''}".strip()
@@ -199,6 +228,9 @@ def check(folder: Path, images: np.ndarray, expected: np.ndarray, work: Path, st
         model.save(str(Path(cfg.get_intermediate_models_directory()) / f"{name}.onnx"))
         n, eq, bad, ops = _run_images(model, parent, images, expected, work, name)
         row = {"step": name, "images": n, "equal": eq, "seconds": round(time.time() - t0, 1), "executed_ops": ops}
+        acc = _acc_problems(model)
+        if acc:
+            row["accumulator_overflow"] = acc
         if bad:
             row["first_difference"] = bad
         print(f"[finn] {name}: {eq}/{n} images equal", file=log, flush=True)

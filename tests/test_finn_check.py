@@ -67,6 +67,7 @@ def test_finn_check_every_step_equal_and_ii_agrees(finn_python, tiny_graph):
     assert res["finn_verify"]["initial_python"] == res["finn_verify"]["streamlined_python"] == \
         {"images": 10, "success": 10}
     assert set(res["finn_verify_not_run"]) == {"folded_hls_cppsim", "node_by_node_rtlsim", "stitched_ip_rtlsim"}
+    assert res["accumulators_ok"] and not any("accumulator_overflow" in s for s in res["steps"])
     assert verdict(res) == ""
 
 
@@ -84,6 +85,31 @@ def test_finn_steps_detect_a_wrong_output(finn_python, tiny_graph):
     assert res["steps"][0]["first_difference"]["image"] == 0
     res.update(ii_equal=True)
     assert verdict(res).startswith("FINN's model differs from the reference after step_tidy_up 0/20")
+
+
+def test_finn_width_minimisation_hazard_is_caught(finn_python, tiny_graph):
+    """Why the folder says minimize_bit_width false: with it on, FINN sizes an XNOR layer's
+    accumulator for signed sums of +-1 weights over {0,1} inputs, not the popcount 0..MW; the check
+    flags the accumulator that would overflow on hardware (Python execution never wraps)."""
+    import shutil
+    from hw.finn_check import run_finn_steps, verdict
+    src = WORK / "tiny" / "pynq-z1" / "finn"
+    if not src.exists():
+        pytest.skip("needs the folder of test_finn_check_every_step_equal_and_ii_agrees")
+    folder = WORK / "minimized" / "finn"
+    shutil.rmtree(folder.parent, ignore_errors=True)
+    shutil.copytree(src, folder, ignore=shutil.ignore_patterns("check", "finn_check.json"))
+    cfg = json.loads((folder / "dataflow_build_config.json").read_text())
+    cfg["minimize_bit_width"] = True
+    (folder / "dataflow_build_config.json").write_text(json.dumps(cfg))
+    x, y = np.load(src / "check" / "images.npy")[:20], np.load(src / "check" / "expected.npy")[:20]
+    res = run_finn_steps(folder, x, y, folder.parent / "check", finn_python,
+                         steps=NO_VIVADO[:NO_VIVADO.index("step_minimize_bit_width_initial") + 1])
+    last = res["steps"][-1]
+    assert last["step"] == "step_minimize_bit_width_initial" and last["equal"] == 20
+    assert any("MVAU_1: accDataType INT" in p and "range 0..16" in p for p in last["accumulator_overflow"])
+    res.update(ii_equal=True)
+    assert verdict(res).startswith("after step_minimize_bit_width_initial: MVAU_1: accDataType INT")
 
 
 def test_finn_check_errors_are_one_line(tmp_path, tiny_graph):
