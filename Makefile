@@ -59,8 +59,11 @@ sim: setup build/$(MODEL)/streamlined.onnx
 # FINN's builder steps that need no Vivado on the model's FINN folder, FINN's Python model checked
 # against the reference after each step (build/<model>/<board>/finn/finn_check.json)
 FINN_IMAGES ?= 500
-finn-check: setup finn-setup build/$(MODEL)/streamlined.onnx
-	$(PY) -m hw.finn_check --model $(MODEL) --board $(BOARD) --images $(FINN_IMAGES) $(HWOPTS)
+# (MODEL may hold ':' as in bnn-pynq:tfc_1w1a, so the graph's folder is its slug, as model.paths has it)
+finn-check: setup finn-setup
+	@d=build/$$(printf '%s' '$(MODEL)' | sed -E 's/[^A-Za-z0-9_.-]+/-/g; s/^-+//; s/-+$$//'); \
+	  [ -f $$d/streamlined.onnx ] || $(MAKE) --no-print-directory train export MODEL='$(MODEL)' VERIFY=$(or $(VERIFY),1000)
+	$(PY) -m hw.finn_check --model '$(MODEL)' --board $(BOARD) --images $(FINN_IMAGES) $(HWOPTS)
 
 # The report compares BNN and twin over SEEDS; missing seeds are trained and exported first
 # (seed 0 is verified on the full test set by `make export`, extra seeds on 200 images).

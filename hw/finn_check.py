@@ -37,7 +37,9 @@ def model_paths(model):
         from model import paths             # model names with ':' or '/' live under a slug
         return paths.streamlined(model), paths.model_dir(model)
     except ImportError:
-        return ROOT / "build" / model / "streamlined.onnx", ROOT / "build" / model
+        import re
+        d = ROOT / "build" / (re.sub(r"[^A-Za-z0-9_.-]+", "-", str(model)).strip("-") or "model")
+        return d / "streamlined.onnx", d
 
 
 def _atomic_json(path: Path, obj):
@@ -96,7 +98,10 @@ def finn_check(model, board_name="pynq-z1", n_images=500, folding=None, target_f
     if n_images < 1:
         raise FinnCheckError(f"--images must be positive, got {n_images}")
     base = Path(out_dir) if out_dir else streamlined.parent / board.name
-    info = compile_graph(str(streamlined), str(base / "hw"), board=board, folding=folding, target_fps=target_fps)
+    try:
+        info = compile_graph(str(streamlined), str(base / "hw"), board=board, folding=folding, target_fps=target_fps)
+    except ValueError as e:
+        raise FinnCheckError(f"BitLens' hw.compile (which gives the folding and BitLens' estimates): {e}") from None
     folder = write_finn_folder(model, board, base / "finn", streamlined, info["folding"], target_fps=target_fps,
                                folding_source="hw.compile folding.json")
     x, y = golden_data(streamlined, n_images)
