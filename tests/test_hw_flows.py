@@ -390,29 +390,34 @@ def test_xilinx_parse_ultrascale_cells():
     assert (u["lut"], u["lut_mem"], u["ff"], u["bram"], u["dsp"]) == (15 + 8 + 4, 12, 8, 5, 3)
 
 
-def _fake_qonnx(path: Path):
-    import onnx
-    from onnx import TensorProto, helper
-    x = helper.make_tensor_value_info("global_in", TensorProto.FLOAT, [1, 4])
-    y = helper.make_tensor_value_info("global_out", TensorProto.FLOAT, [1, 2])
-    w = helper.make_tensor("W", TensorProto.FLOAT, [4, 2], [1, -1, 1, 1, -1, -1, 1, 1])
-    g = helper.make_graph([helper.make_node("MatMul", ["global_in", "W"], ["global_out"])], "g", [x], [y], [w])
-    onnx.save(helper.make_model(g), path)
+def _tiny_streamlined(path: Path):
+    """A small streamlined graph (README contract): Reshape -> MatMul -> MultiThreshold -> XNOR ..."""
+    from tests.hw_graphs import make_mlp
+    return make_mlp(path, seed=3, hidden=(8, 8), classes=2, in_shape=(1, 2, 2, 1))
 
 
 def test_finn_folder_contents():
     from hw.boards import get_board
-    from hw.finn_folder import FINN_CONFIG_FIELDS, finn_folding, write_finn_folder
+    from hw.finn_folder import FINN_CONFIG_FIELDS, VERIFY_STEPS, finn_folding, write_finn_folder
+    from qonnx.core.modelwrapper import ModelWrapper
+    from tests.hw_graphs import run_qonnx
     work = WORK / "finn_tiny"
     work.mkdir(parents=True, exist_ok=True)
-    _fake_qonnx(work / "model.qonnx.onnx")
+    _tiny_streamlined(work / "streamlined.onnx")
     folding = {"Defaults": {}, "MVAU_0": {"PE": 2, "SIMD": 28}, "MVAU_1": {"PE": 1, "SIMD": 8},
-               "SWG_0": {"SIMD": 3}}
-    folder = write_finn_folder("tfc-w1a1", get_board("pynq-z1"), work / "finn", work / "model.qonnx.onnx",
-                               folding, target_fps=100000)
+               "SWG_0": {"SIMD": 3}, "Thresh_0": {"PE": 4}, "Thresh_in": {"PE": 2}}
+    folder = write_finn_folder("tfc-w1a1", get_board("pynq-z1"), work / "finn", work / "streamlined.onnx",
+                               folding, target_fps=100000, verify_images=5)
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["README.md", "build.py", "dataflow_build_config.json", "folding_config.json", "model.onnx"]
-    assert (folder / "model.onnx").read_bytes() == (work / "model.qonnx.onnx").read_bytes()
+    assert names == ["README.md", "build.py", "dataflow_build_config.json", "folding_config.json", "model.onnx",
+                     "verify_expected_output.npy", "verify_input.npy"]
+    # FINN's model: the streamlined graph up to acc_out, input flattened to (1, K), no Quant nodes
+    m = ModelWrapper(str(folder / "model.onnx"))
+    assert [o.name for o in m.graph.output] == ["acc_out"] and m.get_tensor_shape("global_in") == [1, 4]
+    assert {n.op_type for n in m.graph.node} == {"MatMul", "MultiThreshold", "XnorPopcountMatMul"}
+    x, y = np.load(folder / "verify_input.npy"), np.load(folder / "verify_expected_output.npy")
+    assert x.shape == (5, 4) and y.shape == (5, 2) and x.dtype == np.float32
+    assert np.array_equal(y, run_qonnx(work / "streamlined.onnx", x.reshape(5, 2, 2, 1)))
     cfg = json.loads((folder / "dataflow_build_config.json").read_text())
     assert set(cfg) <= FINN_CONFIG_FIELDS, set(cfg) - FINN_CONFIG_FIELDS
     for k in ("output_dir", "synth_clk_period_ns", "generate_outputs"):      # required, no default
@@ -421,29 +426,58 @@ def test_finn_folder_contents():
     assert cfg["synth_clk_period_ns"] == pytest.approx(10.0)
     assert {"bitfile", "pynq_driver", "deployment_package"} <= set(cfg["generate_outputs"])
     assert cfg["folding_config_file"] == "folding_config.json"
+    assert cfg["minimize_bit_width"] is False and cfg["verify_steps"] == list(VERIFY_STEPS)
+    assert cfg["verify_input_npy"] == "verify_input.npy"
+    assert cfg["verify_expected_output_npy"] == "verify_expected_output.npy"
     fold = json.loads((folder / "folding_config.json").read_text())
     assert fold == finn_folding(folding)
     assert fold["MVAU_hls_0"] == {"PE": 2, "SIMD": 28} and fold["MVAU_hls_1"] == {"PE": 1, "SIMD": 8}
     assert fold["ConvolutionInputGenerator_rtl_0"] == {"SIMD": 3} and "MVAU_0" not in fold
+    assert fold["Thresholding_rtl_0"] == fold["Thresholding_hls_0"] == {"PE": 2}
+    assert not any(k.startswith("Thresh_") for k in fold)
     py_compile.compile(str(folder / "build.py"), cfile=str(work / "build.pyc"), doraise=True)
     src = (folder / "build.py").read_text()
-    for needle in ("ConvertQONNXtoFINN", "cleanup_model", "build_dataflow_cfg", "DataflowBuildConfig",
-                   "default_build_dataflow_steps", "XnorPopcountMatMul", "FINN_ROOT"):
+    for needle in ("build_dataflow_cfg", "DataflowBuildConfig", "construct_from", "finn build"):
         assert needle in src, needle
     readme = (folder / "README.md").read_text()
-    assert "run-docker.sh build_custom" in readme and "build_dataflow" in readme and "finn build" in readme
+    assert "run-docker.sh build_custom" in readme and "finn build" in readme and "finn-plus 1.6.1" in readme
 
 
-def test_finn_clip_step_is_exact():
-    """The threshold clip the FINN build applies: popcount P in [0, MW] compares the same."""
-    from hw.finn_folder import clip_xnor_thresholds
-    rng = np.random.default_rng(0)
-    mw = 20
-    thr = np.sort(rng.integers(-30, 50, size=(16, 3)), axis=1).astype(np.float32)
-    clipped = clip_xnor_thresholds(thr, mw)
-    assert clipped.min() >= 0 and clipped.max() <= mw + 1
-    p = np.arange(mw + 1)[:, None, None]
-    assert np.array_equal((p >= thr).sum(-1), (p >= clipped).sum(-1))
+def test_finn_graph_flattens_an_input_threshold_stage():
+    """global_in (1,2,2,3) -> Thresh_in (per-channel, NHWC) -> Reshape (1,12) -> ...: FINN's graph
+    takes (1,12) with the thresholds repeated per pixel, and computes the same accumulators."""
+    import onnx
+    from onnx import helper
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from hw.finn_folder import finn_graph
+    from tests.hw_graphs import make_mlp, run_qonnx
+    work = WORK / "finn_thresh_in"
+    work.mkdir(parents=True, exist_ok=True)
+    path = make_mlp(work / "g.onnx", seed=5, hidden=(8, 8), classes=3, in_shape=(1, 2, 2, 3))
+    m = ModelWrapper(str(path))
+    reshape = next(n for n in m.graph.node if n.op_type == "Reshape")
+    thr = np.array([[64, 193], [100, 150], [1, 255]], dtype=np.float32)     # UINT2 levels per channel
+    m.set_initializer("Thresh_in_thresholds", thr)
+    # the first layer now sums 2-bit levels: thresholds in that range
+    t0 = next(n for n in m.graph.node if n.name == "Thresh_0").input[1]
+    m.set_initializer(t0, np.sort(np.random.default_rng(1).integers(-4, 5, m.get_initializer(t0).shape), 1)
+                      .astype(np.float32))
+    m.graph.node.insert(0, helper.make_node("MultiThreshold", ["global_in", "Thresh_in_thresholds"], ["Thresh_in_out"],
+                                            name="Thresh_in", domain="qonnx.custom_op.general",
+                                            out_dtype="UINT2", data_layout="NHWC"))
+    reshape.input[0] = "Thresh_in_out"
+    m.graph.value_info.append(helper.make_tensor_value_info("Thresh_in_out", onnx.TensorProto.FLOAT, [1, 2, 2, 3]))
+    from qonnx.core.datatype import DataType
+    m.set_tensor_datatype("Thresh_in_out", DataType["UINT2"])
+    m.save(str(work / "g_in.onnx"))
+    f = finn_graph(work / "g_in.onnx")
+    assert f.get_tensor_shape("global_in") == [1, 12] and f.get_initializer("Thresh_in_thresholds").shape == (12, 2)
+    assert "Reshape" not in {n.op_type for n in f.graph.node}
+    x = np.random.default_rng(0).integers(0, 256, (20, 2, 2, 3)).astype(np.float32)
+    want = run_qonnx(work / "g_in.onnx", x)
+    got = np.array([execute_onnx(f, {"global_in": im.reshape(1, 12)})["acc_out"].reshape(-1) for im in x])
+    assert np.array_equal(got, want) and len(np.unique(want)) > 3
 
 
 def _run_build(*args, env=None):
@@ -510,8 +544,7 @@ def test_build_xilinx_orchestration(monkeypatch, capsys):
     root = WORK / "buildroot"
     model = "tiny-w1a1"
     (root / model).mkdir(parents=True, exist_ok=True)
-    (root / model / "streamlined.onnx").write_bytes(b"unused by the stand-in compiler")
-    _fake_qonnx(root / model / "model.qonnx.onnx")
+    _tiny_streamlined(root / model / "streamlined.onnx")       # the FINN folder's model comes from it
     calls = []
 
     def fake_compile(model_, board, folding, target_fps):
