@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model import paths
+
 ROOT = Path(__file__).resolve().parent.parent
 FINN_PY = ROOT / ".venv-finn" / "bin" / "python"
 STEPS_SCRIPT = ROOT / "hw" / "finn_steps.py"
@@ -33,13 +35,7 @@ class FinnCheckError(RuntimeError):
 
 def model_paths(model):
     """(streamlined graph, board-independent model folder) for a model name."""
-    try:
-        from model import paths             # model names with ':' or '/' live under a slug
-        return paths.streamlined(model), paths.model_dir(model)
-    except ImportError:
-        import re
-        d = ROOT / "build" / (re.sub(r"[^A-Za-z0-9_.-]+", "-", str(model)).strip("-") or "model")
-        return d / "streamlined.onnx", d
+    return paths.streamlined(model), paths.model_dir(model)
 
 
 def _atomic_json(path: Path, obj):

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from hw.boards import Board
+from model.golden import expected_outputs, sample_images
 
 # DataflowBuildConfig fields as declared in FINN's build_dataflow_config.py (Xilinx/finn dev and
 # finn-plus); the JSON written here uses only ones that both have
@@ -171,9 +172,8 @@ def golden_data(streamlined, n, images=None):
     """(images as FINN's input: pixel bytes as float32, expected accumulators as float32): the first
     n test images and the bit-exact reference's output accumulators (qonnx for graphs without
     BitLens metadata). FINN compares its graph outputs with these exactly (integers)."""
-    from sim.run import expected_outputs, test_images
     if images is None:
-        images, _ = test_images(streamlined, n)
+        images, _ = sample_images(streamlined, n)
     acc, _ = expected_outputs(streamlined, images)
     return images.astype(np.float32), np.asarray(acc).astype(np.float32)
 

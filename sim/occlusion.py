@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from model import paths
+from model.golden import sample_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,11 +77,10 @@ def main(argv=None):
         import torch
         from explain.methods import attribute, occlusion_inputs, occlusion_map
         from model.reference import Reference
-        from sim.run import test_images
         graph = paths.streamlined(a.model)
         if a.images < 1:
             raise ValueError(f"--images must be positive, got {a.images}")
-        imgs, _ = test_images(graph, a.images) if graph.is_file() else (None, None)
+        imgs, _ = sample_images(graph, a.images) if graph.is_file() else (None, None)
         if imgs is None:
             raise ValueError(f"{graph}: no streamlined graph (run `make export MODEL={a.model}` first)")
         hw = run(a.model, a.board, occlusion_inputs(imgs, a.patch, a.stride, layout="NHWC"), imgs,

@@ -15,73 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from model import paths
+from model.golden import expected_outputs, sample_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 class RunError(ValueError):
     pass
-
-
-def expected_outputs(graph_path, images):
-    """Final accumulators of the streamlined graph: the bit-exact reference for BitLens graphs, else qonnx."""
-    try:
-        from model.reference import Reference
-    except ImportError:
-        Reference = None
-    if Reference is not None:
-        try:
-            ref = Reference(str(graph_path))
-        except ValueError:      # a graph without BitLens metadata (synthetic test graphs): use qonnx
-            ref = None
-        if ref is not None:
-            import torch
-            torch.set_num_threads(1)
-            with torch.no_grad():
-                acc = ref.predict_int(images)
-            return np.asarray(acc, dtype=np.int64).reshape(len(images), -1), "model.reference"
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.core.onnx_exec import execute_onnx
-    from tqdm import tqdm
-    model = ModelWrapper(str(graph_path))
-    iname = model.graph.input[0].name
-    outs = []
-    for img in tqdm(images, desc="qonnx", unit="img", mininterval=1.0):
-        ctx = execute_onnx(model, {iname: img[None].astype(np.float32)}, return_full_exec_context=True)
-        if "acc_out" not in ctx:
-            raise RunError(f"{graph_path}: no tensor 'acc_out' (README contract)")
-        outs.append(np.asarray(ctx["acc_out"]).reshape(-1))
-    return np.rint(np.array(outs)).astype(np.int64), "qonnx.execute_onnx"
-
-
-def test_images(graph_path, count, seed=0):
-    """Test-set images shaped for the graph input; random uint8 images when no data set fits."""
-    from qonnx.core.modelwrapper import ModelWrapper
-    model = ModelWrapper(str(graph_path))
-    shape = tuple(model.get_tensor_shape(model.graph.input[0].name))[1:]
-    meta = {p.key: p.value for p in model.model.metadata_props}
-    dataset = "mnist"
-    try:
-        dataset = json.loads(meta.get("bitlens", "{}")).get("dataset", "mnist") or "mnist"
-    except (ValueError, AttributeError):
-        pass
-    source = None
-    try:
-        from model.data import load_split, pad_images
-        x, _ = load_split(dataset, "test")
-        if x.shape[3] == shape[2] and x.shape[1] <= shape[0]:
-            x = pad_images(x, shape[0])
-        if tuple(x.shape[1:]) == shape:
-            source = f"{dataset} test"
-    except (ImportError, ValueError, RuntimeError, OSError):
-        source = None
-    if source is None:
-        n = 10000 if count is None else count
-        x = np.random.default_rng(seed).integers(0, 256, (n,) + shape, dtype=np.uint8)
-        source = "random uint8"
-    if count is not None:
-        x = x[:count]
-    return np.ascontiguousarray(x.astype(np.uint8)), source
 
 
 def run(model, board, images="all", rtl=None, simulator=None, graph=None, out_dir=None, chunk=500,
@@ -100,7 +40,7 @@ def run(model, board, images="all", rtl=None, simulator=None, graph=None, out_di
     if rtl is None:
         compile_graph(graph, base / "hw", board, folding=folding, target_fps=target_fps)
         rtl = base / "hw" / "rtl"
-    x, source = test_images(graph, count)
+    x, source = sample_images(graph, count)
     exp, ref_name = expected_outputs(graph, x)
     res = run_top(rtl, x, exp, base / "sim", simulator=sim, chunk=chunk, idle_level=idle_level,
                   bp_level=bp_level, progress=progress)
