@@ -110,9 +110,9 @@ interop: setup
 	$(PY) -m bitlens.interop
 
 bench: setup
-	$(PY) -m model.bench
-	$(PY) -m hw.bench --board $(BOARD)
-	$(PY) -m explain.bench
+	$(PY) -m bitlens.bench.reference
+	$(PY) -m bitlens.bench.hardware --board $(BOARD)
+	$(PY) -m bitlens.bench.explain
 
 clean:
 	rm -rf build

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from explain import metrics as M
+from explain.gradreg import guided_gradient_loss
 from explain.methods import attribute
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,13 +38,17 @@ def schedule(model):
     """(epochs, training images) both variants train for by default; None images: all."""
     from model import zoo
     from model.train import DEFAULTS
-    kind = zoo.parse_name(model)[2]["kind"]
+    kind = zoo.spec(model).kind
     return (DEFAULTS[kind]["epochs"], None) if kind == "mlp" else (1, 10000)
+
+
+def _guided_loss(net, x, y):
+    return guided_gradient_loss(net, x, y, net.activation_modules())
 
 
 def _train_variant(name, lam, out, progress, epochs, limit):
     from model.train import train
-    train(name, gradreg=lam, out=out, quiet=not progress, epochs=epochs, limit=limit)
+    train(name, gradreg=lam, out=out, quiet=not progress, epochs=epochs, limit=limit, regulariser=_guided_loss)
     return out
 
 

@@ -22,6 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hw.boards import get_board
+from hw.compile import compile_graph
+from hw.finn_folder import FINN_PLUS, golden_data, write_finn_folder
 from model import paths
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,9 +83,6 @@ def bitlens_numbers(est: dict) -> dict:
 
 def finn_check(model, board_name="pynq-z1", n_images=500, folding=None, target_fps=None, graph=None,
                out_dir=None, finn_python=FINN_PY, quiet=False):
-    from hw.boards import get_board
-    from hw.compile import compile_graph
-    from hw.finn_folder import FINN_PLUS, golden_data, write_finn_folder
     t0 = time.time()
     board = get_board(board_name)
     if board.vendor != "xilinx":

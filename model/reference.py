@@ -20,6 +20,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from model import kernels
 from model.streamline import StreamlineError, metadata
+from model.twin import build_twin
 
 
 def _attr(node, name, default=None):
@@ -476,7 +477,6 @@ class Reference(nn.Module):
 
     # ------------------------------------------------------------ float twins
     def float_twin(self, canonized=True):
-        from model.twin import build_twin
         return build_twin(self, canonized)
 
 

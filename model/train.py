@@ -93,7 +93,11 @@ def import_checkpoint(name, path, dataset="mnist", seed=0, out=None, data_dir=No
 
 
 def train(name, dataset="mnist", epochs=None, seed=0, out=None, batch=None, lr=None, gradreg=0.0,
-          data_dir=None, force=False, threads=None, limit=None, quiet=False, ckpt_in=None):
+          data_dir=None, force=False, threads=None, limit=None, quiet=False, ckpt_in=None, regulariser=None):
+    """Train `name`; with gradreg > 0 the loss is CE + gradreg * regulariser(net, x, y) (the
+    guided-gradient study passes its loss in: training knows no explanation method)."""
+    if gradreg and regulariser is None:
+        raise ValueError("gradreg > 0 needs a regulariser (the guided-gradient study, `make gradreg`, passes it)")
     sp = zoo.spec(name)
     if ckpt_in:
         return import_checkpoint(name, ckpt_in, dataset, seed, out, data_dir, quiet)
@@ -147,9 +151,6 @@ def train(name, dataset="mnist", epochs=None, seed=0, out=None, batch=None, lr=N
             start, history, seconds = ckpt["epoch"], ckpt["history"], ckpt["seconds"]
             if not quiet:
                 print(f"{name}: resuming after epoch {start} from {ckpt_path}")
-    reg_acts = net.activation_modules() if gradreg else None
-    if gradreg:
-        from explain.gradreg import guided_gradient_loss
     lossf = nn.CrossEntropyLoss()
     for epoch in range(start, epochs):
         t0 = time.time()
@@ -163,7 +164,7 @@ def train(name, dataset="mnist", epochs=None, seed=0, out=None, batch=None, lr=N
             xb, yb = xtr[idx], ytr[idx]
             loss = lossf(net(xb), yb)
             if gradreg:
-                loss = loss + gradreg * guided_gradient_loss(net, xb, yb, reg_acts)
+                loss = loss + gradreg * regulariser(net, xb, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -202,14 +203,13 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--gradreg", type=float, default=0.0, help="weight of the guided-gradient loss")
     p.add_argument("--out", default=None, help="output folder (default build/<model>[/seed<k>])")
     p.add_argument("--limit", type=int, help="train on the first N training images only")
     p.add_argument("--force", action="store_true", help="retrain even if a finished run exists")
     p.add_argument("--ckpt", default=None, help="use these weights (a state_dict file) instead of training")
     a = p.parse_args(argv)
     try:
-        train(a.model, a.dataset, a.epochs, a.seed, a.out, a.batch, a.lr, a.gradreg, a.data_dir,
+        train(a.model, a.dataset, a.epochs, a.seed, a.out, a.batch, a.lr, 0.0, a.data_dir,
               a.force, limit=a.limit, ckpt_in=a.ckpt)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from model.data import DATASETS
 from model.paths import model_dir, slug
 
 TOPOLOGIES = {
@@ -100,14 +101,12 @@ def input_size(name: str, dataset: str = "mnist") -> int:
     """The square size the dataset's images are padded to for this model (its own, if none)."""
     sp = spec(name)
     if sp.kind:
-        from model.data import DATASETS
         return INPUT_SIZE[sp.kind] or DATASETS[dataset]["shape"][0]
     return build(name, dataset).in_shape[1]
 
 
 def input_shape(name: str, dataset: str = "mnist"):
     """(C, H, W) the model takes for a dataset."""
-    from model.data import DATASETS
     h, w, c = DATASETS[dataset]["shape"]
     size = INPUT_SIZE[parse_name(name)[2]["kind"]]
     return (c, size, size) if size else (c, h, w)
@@ -240,7 +239,6 @@ def _user_module(path: str, fn: str, in_shape, classes: int) -> nn.Module:
 
 def build(name: str, dataset: str = "mnist") -> nn.Module:
     """The untrained model. Every model gets `name` and `in_shape` (C, H, W: what it takes)."""
-    from model.data import DATASETS
     if dataset not in DATASETS:
         raise ModelError(f"unknown dataset '{dataset}'; known: {', '.join(DATASETS)}")
     sp = spec(name)

@@ -1,4 +1,4 @@
-"""`python -m model.bench`: images/s of the bit-packed reference vs the Brevitas forward pass,
+"""`python -m bitlens.bench.reference`: images/s of the bit-packed reference vs the Brevitas forward pass,
 batch 256, for TFC and CNV -> build/bench/reference.json. The batch is the first 256 MNIST test
 images: the reference skips work the data makes unnecessary (a neuron that passes at one
 position of a max-pooling window is not computed at the others), so its speed depends on the
@@ -9,12 +9,11 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from model import data, zoo
+from model import data, paths, zoo
 from model.reference import Reference
 from model.streamline import streamline
 
@@ -56,7 +55,7 @@ def bench_model(name):
 
 
 def main():
-    out = Path(__file__).resolve().parent.parent / "build" / "bench"
+    out = paths.BUILD / "bench"
     out.mkdir(parents=True, exist_ok=True)
     results = [bench_model("tfc-w1a1"), bench_model("cnv-w1a1")]
     for r in results:

@@ -1,4 +1,4 @@
-"""`python -m explain.bench`: SmoothGrad throughput (50 samples per image) on 1000 MNIST-sized
+"""`python -m bitlens.bench.explain`: SmoothGrad throughput (50 samples per image) on 1000 MNIST-sized
 images through TFC-sized models -> build/bench/explain.json. Goal: < 60 s on 2 cores."""
 import argparse
 import json
@@ -11,13 +11,13 @@ import torch
 from tqdm import tqdm
 
 from explain.methods import attribute
+from model import data as D
+from model import paths, zoo
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def images(n):
     try:
-        from model import data as D
         imgs, labels = D.load_split("mnist", "test")
         return D.to_float(imgs[:n]), torch.as_tensor(labels[:n]), "mnist test"
     except (ValueError, OSError, ImportError):
@@ -26,7 +26,6 @@ def images(n):
 
 
 def bench(models=("tfc-w1a1", "tfc-fp"), n=1000, samples=50, chunk=20):
-    from model import zoo
     x, y, source = images(n)
     out = dict(images=n, samples=samples, data=source, torch_threads=torch.get_num_threads(), results={})
     for name in models:
@@ -43,7 +42,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=1000)
     p.add_argument("--samples", type=int, default=50)
-    p.add_argument("--out", default=str(ROOT / "build" / "bench" / "explain.json"))
+    p.add_argument("--out", default=str(paths.BUILD / "bench" / "explain.json"))
     a = p.parse_args(argv)
     try:
         res = bench(n=a.images, samples=a.samples)

@@ -8,19 +8,17 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 from model import paths
+from sim.run import run
 
-ROOT = Path(__file__).resolve().parents[1]
-BUILD = ROOT / "build"
+BUILD = paths.BUILD
 # images per model: the CNV accelerator at the default ULX3S folding takes ~10^5 cycles per image
 IMAGES = {"tfc-w1a1": 1000, "cnv-w1a1": 10}
 GOAL_TFC_10K_SECONDS = 600
 
 
 def sim_bench(model, board, images):
-    from sim.run import run
     graph = paths.streamlined(model)
     if not graph.is_file():
         return dict(model=model, status="not exported", command=f"make export MODEL={model}")
