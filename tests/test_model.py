@@ -332,6 +332,32 @@ def _check_bit_exact(net, path, n=16, seed=0):
     return g, ref
 
 
+def test_export_carries_the_trained_dataset_to_the_graph_and_sim(tmp_path, monkeypatch):
+    """A model trained on Fashion-MNIST: export verifies on Fashion-MNIST, refuses another
+    DATASET, and the streamlined graph's metadata makes sim stream Fashion-MNIST test images."""
+    from model import golden, paths
+    from model.export import export
+    from model.streamline import metadata
+    from qonnx.core.modelwrapper import ModelWrapper
+    monkeypatch.setattr(paths, "BUILD", tmp_path / "build")
+    (tmp_path / "data").mkdir()
+    imgs, _ = _idx_pair(tmp_path / "data", n=5)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    torch.manual_seed(0)
+    out = zoo.model_dir("tfc-w1a1")
+    out.mkdir(parents=True)
+    net = _randomise_bn(zoo.build("tfc-w1a1", "fashion-mnist"))
+    torch.save(dict(model="tfc-w1a1", dataset="fashion-mnist", state_dict=net.state_dict(), seed=0), out / "model.pt")
+    with pytest.raises(zoo.ModelError, match="trained on fashion-mnist, not mnist \\(DATASET=fashion-mnist"):
+        export("tfc-w1a1", "mnist", quiet=True)
+    r = export("tfc-w1a1", None, quiet=True)
+    assert r["dataset"] == "fashion-mnist" and r["images"] == 5 and r["reference_vs_qonnx_equal"] == 5
+    graph = out / "streamlined.onnx"
+    assert metadata(ModelWrapper(str(graph)))["dataset"] == "fashion-mnist"
+    x, source = golden.sample_images(graph, 3)
+    assert source == "fashion-mnist test" and np.array_equal(x[..., 0], imgs[:3])
+
+
 @pytest.mark.parametrize("name", ["tfc-w1a1", "cnv-w1a1", "tfc-w2a2", "sfc-w1a2"])
 def test_zoo_streamlines_bit_exact(name, tmp_path):
     torch.manual_seed(1)
