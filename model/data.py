@@ -82,7 +82,7 @@ def _read_idx(path: Path, magic: int):
     if len(raw) - head != want:
         raise DataError(f"{path}: IDX header says {'x'.join(map(str, dims))} = {want} bytes of data, "
                         f"the file holds {len(raw) - head}")
-    return np.frombuffer(raw, np.uint8, offset=head).reshape(dims)
+    return np.frombuffer(bytearray(raw), np.uint8, offset=head).reshape(dims)  # writable, as torch wants
 
 
 def _find(folder: Path, stems):
