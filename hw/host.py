@@ -168,14 +168,14 @@ def reference_accs(streamlined: Path, images):
 
 def _load(model: str, board: str, build=BUILD):
     d = paths.board_dir(model, board, build)
-    paths = {"resources": d / "resources.json", "manifest": d / "hw" / "rtl" / "manifest.json",
+    files = {"resources": d / "resources.json", "manifest": d / "hw" / "rtl" / "manifest.json",
              "streamlined": paths.streamlined(model, 0, build)}
-    for k, p in paths.items():
+    for k, p in files.items():
         if not p.exists():
             hint = "make export" if k == "streamlined" else "make bitstream"
             raise HostError(f"{p} missing: run `{hint} MODEL={model}`")
-    return (json.loads(paths["resources"].read_text()), json.loads(paths["manifest"].read_text()),
-            paths["streamlined"])
+    return (json.loads(files["resources"].read_text()), json.loads(files["manifest"].read_text()),
+            files["streamlined"])
 
 
 def main(argv=None) -> int:
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
         baud = args.baud or int(res["uart"]["baud"])
         import onnx
         graph = onnx.load(str(streamlined))
-        shape = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+        shape = [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
         meta = json.loads({p.key: p.value for p in graph.metadata_props}.get("bitlens", "{}"))
         from model.data import load_split, pad_images
         x, y = load_split(args.dataset or meta.get("dataset") or "mnist", "test")
