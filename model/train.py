@@ -198,7 +198,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tfc-w1a1")
     p.add_argument("--dataset", default="mnist")
-    p.add_argument("--data-dir", default=None, help="folder with MNIST IDX files or CIFAR-10 batches")
+    p.add_argument("--data-dir", default=None, help="folder with MNIST/Fashion-MNIST IDX files or CIFAR-10/100 python batches (default $DATA_DIR)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int)

@@ -156,6 +156,23 @@ def test_report_end_to_end_on_stand_ins(tmp_path):
     assert page.count("data:image/png;base64,") >= 1 + 9 + 2  # accuracy, galleries, noise, sanity
     assert "GradCAM differs" in page and "not run" in page and "<script" not in page
     assert not list(out.glob("*.tmp"))
+    assert doc["dataset"] == "mnist" and "Dataset: <b>mnist</b>" in page
+
+
+def test_report_states_its_dataset_and_refuses_seeds_trained_on_another(tmp_path):
+    sources = StandIns(tmp_path, conv=False)
+    sources.dataset = "fashion-mnist"
+    (tmp_path / "tfc-w1a1" / "seed1").mkdir(parents=True)
+    (tmp_path / "tfc-w1a1" / "train.json").write_text(json.dumps({"dataset": "fashion-mnist"}))
+    (tmp_path / "tfc-w1a1" / "seed1" / "train.json").write_text(json.dumps({"dataset": "mnist"}))
+    with pytest.raises(R.ReportError, match="tfc-w1a1 seed 1 was trained on mnist, not fashion-mnist"):
+        R.compute("tfc-w1a1", sources, n_images=10, methods=["gradient"], options=OPTS, sanity_images=4, progress=False)
+    (tmp_path / "tfc-w1a1" / "seed1" / "train.json").write_text(json.dumps({"dataset": "fashion-mnist"}))
+    res = R.compute("tfc-w1a1", sources, n_images=10, methods=["gradient"], options=OPTS, sanity_images=4, progress=False)
+    assert res["dataset"] == "fashion-mnist" and sources.trained_dataset("tfc-w1a1", 1) == "fashion-mnist"
+    out = R.write_report(res, "ulx3s", tmp_path)
+    assert "Dataset: <b>fashion-mnist</b>" in (out / "index.html").read_text()
+    assert json.loads((out / "report.json").read_text())["dataset"] == "fashion-mnist"
 
 
 def test_report_lists_skipped_gradcam_on_mlp_and_falls_back_without_reference(tmp_path):

@@ -60,6 +60,144 @@ def test_bad_data_folder_is_one_line_error(tmp_path, setup, msg):
         D.load_split("mnist", "test", tmp_path / "missing")
 
 
+def _one_line(e, path):
+    msg = str(e.value)
+    assert str(path) in msg and "\n" not in msg, msg
+    return msg
+
+
+def _idx_pair(folder, n=7, size=(28, 28), labels=None, prefix="t10k"):
+    imgs = np.random.default_rng(0).integers(0, 256, (n, *size), dtype=np.uint8)
+    labels = np.arange(n, dtype=np.uint8) % 10 if labels is None else np.asarray(labels, np.uint8)
+    _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", imgs, 0x803)
+    _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels, 0x801)
+    return imgs, labels
+
+
+def test_fashion_mnist_from_data_dir_and_missing_package(tmp_path, monkeypatch):
+    imgs, labels = _idx_pair(tmp_path)
+    x, y = D.load_split("fashion-mnist", "test", tmp_path)
+    assert np.array_equal(x[..., 0], imgs) and np.array_equal(y, labels)
+    monkeypatch.delenv("DATA_DIR", raising=False)
+    monkeypatch.setattr(D, "FASHION_DIR", tmp_path / "absent")
+    with pytest.raises(D.DataError) as e:
+        D.load_split("fashion-mnist", "test")
+    msg = _one_line(e, tmp_path / "absent")
+    assert "dataset-fashion-mnist" in msg and "make setup" in msg and "DATA_DIR" in msg
+
+
+@pytest.mark.skipif(not D.FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist not installed")
+def test_installed_fashion_mnist_splits():
+    x, y = D.load_split("fashion-mnist", "test")
+    assert x.shape == (10000, 28, 28, 1) and set(np.unique(y)) == set(range(10))
+    assert list(y[:5]) == [9, 2, 1, 1, 6]  # ankle boot, pullover, trouser, ... (MNIST's test set starts 7, 2, 1)
+    xv, yv = D.load_split("fashion-mnist", "val")
+    assert xv.shape == (10000, 28, 28, 1) and np.bincount(yv).min() > 900
+
+
+def test_idx_train_val_split_is_the_default_one(tmp_path, monkeypatch):
+    monkeypatch.setitem(D.DATASETS, "fashion-mnist", dict(D.DATASETS["fashion-mnist"], train=5, val=3))
+    imgs, labels = _idx_pair(tmp_path, n=9, prefix="train")
+    xt, yt = D.load_split("fashion-mnist", "train", tmp_path)
+    xv, yv = D.load_split("fashion-mnist", "val", tmp_path)
+    assert np.array_equal(xt[..., 0], imgs[:5]) and np.array_equal(xv[..., 0], imgs[5:8])
+    assert list(yv) == list(labels[5:8])
+
+
+def test_dataset_smaller_than_split(tmp_path):
+    _idx_pair(tmp_path, n=12, prefix="train")
+    with pytest.raises(D.DataError, match="12 training images, fewer than the 50000 \\+ 10000") as e:
+        D.load_split("mnist", "train", tmp_path)
+    _one_line(e, tmp_path / "train-images-idx3-ubyte.gz")
+
+
+def _cifar100(folder, n=6, labels=None, name="test", proto=4):
+    d = {"data": np.random.default_rng(1).integers(0, 256, (n, 3072), dtype=np.uint8),
+         "fine_labels": list(range(90, 90 + n)) if labels is None else labels, "coarse_labels": [0] * n}
+    sub = folder / "cifar-100-python"
+    sub.mkdir(exist_ok=True)
+    (sub / name).write_bytes(pickle.dumps(d, protocol=proto))
+    return d
+
+
+@pytest.mark.parametrize("proto", [2, 5])
+def test_cifar100_folder(tmp_path, monkeypatch, proto):
+    d = _cifar100(tmp_path, proto=proto)
+    x, y = D.load_split("cifar100", "test", tmp_path)
+    assert x.shape == (6, 32, 32, 3) and list(y) == d["fine_labels"]  # fine labels, up to 99
+    assert np.array_equal(x[2].transpose(2, 0, 1).ravel(), d["data"][2])  # CHW rows -> HWC
+    assert zoo.build("tfc-w1a1", "cifar100")(torch.rand(2, 3, 32, 32)).shape == (2, 100)
+    d = _cifar100(tmp_path, n=10, name="train", proto=proto)
+    with pytest.raises(D.DataError, match="fewer than the 40000 \\+ 10000"):
+        D.load_split("cifar100", "train", tmp_path)
+    monkeypatch.setitem(D.DATASETS, "cifar100", dict(D.DATASETS["cifar100"], train=6, val=4))
+    xv, yv = D.load_split("cifar100", "val", tmp_path)
+    assert list(yv) == d["fine_labels"][6:] and xv.shape[0] == 4
+
+
+class _Evil:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.target}",)
+
+
+@pytest.mark.parametrize("dataset,name", [("cifar10", "test_batch"), ("cifar100", "cifar-100-python/test")])
+def test_malicious_cifar_pickle_is_refused(tmp_path, dataset, name):
+    marker = tmp_path / "pwned"
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    evil = {"data": np.zeros((1, 3072), np.uint8), "labels": [0], "fine_labels": [0], "x": _Evil(marker)}
+    path.write_bytes(pickle.dumps(evil))
+    with pytest.raises(D.DataError, match="refused to load (posix|nt).system") as e:
+        D.load_split(dataset, "test", tmp_path)
+    _one_line(e, path)
+    assert not marker.exists()
+    # builtins are no way round it either (eval, getattr, ...)
+    path.write_bytes(b"cbuiltins\neval\n(Vopen('" + str(marker).encode() + b"', 'w')\ntR.")
+    with pytest.raises(D.DataError, match="refused to load builtins.eval"):
+        D.load_split(dataset, "test", tmp_path)
+    assert not marker.exists()
+
+
+def _gz(path, payload):
+    with gzip.open(path, "wb") as f:
+        f.write(payload)
+
+
+def _truncate(path):
+    raw = path.read_bytes()
+    path.write_bytes(raw[:len(raw) // 2])
+
+
+def _cifar10_batch(path, data=None, labels=None):
+    data = np.zeros((3, 3072), np.uint8) if data is None else data
+    path.write_bytes(pickle.dumps({"data": data, "labels": [1, 2, 3] if labels is None else labels}))
+
+
+@pytest.mark.parametrize("dataset,make,bad,msg", [
+    ("mnist", lambda p: _idx_pair(p, labels=[0, 1, 2, 3, 4, 5]), "t10k-images-idx3-ubyte.gz", "7 images but t10k-labels-idx1-ubyte.gz holds 6 labels"),
+    ("mnist", lambda p: _idx_pair(p, labels=[0, 1, 2, 3, 10, 5, 6]), "t10k-labels-idx1-ubyte.gz", "label 10 at index 4 is outside 0..9"),
+    ("fashion-mnist", lambda p: _idx_pair(p, size=(32, 32)), "t10k-images-idx3-ubyte.gz", "images are 32x32, fashion-mnist has 28x28"),
+    ("mnist", lambda p: (_idx_pair(p), _gz(p / "t10k-images-idx3-ubyte.gz", struct.pack(">IIII", 0x803, 7, 28, 28) + bytes(7 * 28 * 28 - 5))),
+     "t10k-images-idx3-ubyte.gz", "IDX header says 7x28x28 = 5488 bytes of data, the file holds 5483"),
+    ("mnist", lambda p: (_idx_pair(p), _gz(p / "t10k-labels-idx1-ubyte.gz", struct.pack(">I", 0x801) + b"\0\0")),
+     "t10k-labels-idx1-ubyte.gz", "IDX header too short \\(6 bytes; 1 dimensions need 8\\)"),
+    ("mnist", lambda p: (_idx_pair(p), _truncate(p / "t10k-images-idx3-ubyte.gz")), "t10k-images-idx3-ubyte.gz", "truncated gzip file"),
+    ("cifar10", lambda p: _cifar10_batch(p / "test_batch", labels=[1, 2]), "test_batch", "3 images but 2 labels"),
+    ("cifar10", lambda p: _cifar10_batch(p / "test_batch", labels=[1, 2, -1]), "test_batch", "label -1 at index 2 is outside 0..9"),
+    ("cifar10", lambda p: _cifar10_batch(p / "test_batch", data=np.zeros((3, 784), np.uint8)), "test_batch", "shape \\(3, 784\\); cifar10 images are rows of 3x32x32 = 3072"),
+    ("cifar10", lambda p: (_cifar10_batch(p / "test_batch"), _truncate(p / "test_batch")), "test_batch", "not a cifar10 python batch"),
+    ("cifar100", lambda p: _cifar100(p, labels=[0, 1, 2, 3, 4, 100]), "cifar-100-python/test", "label 100 at index 5 is outside 0..99"),
+])
+def test_invalid_data_is_one_line_error(tmp_path, dataset, make, bad, msg):
+    make(tmp_path)
+    with pytest.raises(D.DataError, match=msg) as e:
+        D.load_split(dataset, "test", tmp_path)
+    _one_line(e, tmp_path / bad)
+
+
 @pytest.mark.parametrize("name", zoo.all_names())
 def test_zoo_builds_and_runs(name):
     net = zoo.build(name).eval()
@@ -192,6 +330,32 @@ def _check_bit_exact(net, path, n=16, seed=0):
     out[:, 0].sum().backward()
     assert xf.grad.abs().sum() > 0
     return g, ref
+
+
+def test_export_carries_the_trained_dataset_to_the_graph_and_sim(tmp_path, monkeypatch):
+    """A model trained on Fashion-MNIST: export verifies on Fashion-MNIST, refuses another
+    DATASET, and the streamlined graph's metadata makes sim stream Fashion-MNIST test images."""
+    from model import golden, paths
+    from model.export import export
+    from model.streamline import metadata
+    from qonnx.core.modelwrapper import ModelWrapper
+    monkeypatch.setattr(paths, "BUILD", tmp_path / "build")
+    (tmp_path / "data").mkdir()
+    imgs, _ = _idx_pair(tmp_path / "data", n=5)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    torch.manual_seed(0)
+    out = zoo.model_dir("tfc-w1a1")
+    out.mkdir(parents=True)
+    net = _randomise_bn(zoo.build("tfc-w1a1", "fashion-mnist"))
+    torch.save(dict(model="tfc-w1a1", dataset="fashion-mnist", state_dict=net.state_dict(), seed=0), out / "model.pt")
+    with pytest.raises(zoo.ModelError, match="trained on fashion-mnist, not mnist \\(DATASET=fashion-mnist"):
+        export("tfc-w1a1", "mnist", quiet=True)
+    r = export("tfc-w1a1", None, quiet=True)
+    assert r["dataset"] == "fashion-mnist" and r["images"] == 5 and r["reference_vs_qonnx_equal"] == 5
+    graph = out / "streamlined.onnx"
+    assert metadata(ModelWrapper(str(graph)))["dataset"] == "fashion-mnist"
+    x, source = golden.sample_images(graph, 3)
+    assert source == "fashion-mnist test" and np.array_equal(x[..., 0], imgs[:3])
 
 
 @pytest.mark.parametrize("name", ["tfc-w1a1", "cnv-w1a1", "tfc-w2a2", "sfc-w1a2"])
