@@ -597,7 +597,9 @@ def fits(est, board, limit=1.0):
 def _fit_message(est, board):
     t = est["total"]
     return (f"design needs {t['lut']} LUT, {t['ff']} FF, {t['bram']} BRAM; {board.name} ({board.part}) has "
-            f"{board.lut} LUT, {board.ff} FF, {board.bram} BRAM")
+            f"{board.lut} LUT, {board.ff} FF, {board.bram} BRAM, of which BitLens fills at most "
+            f"{FIT_LIMIT:.0%} ({int(FIT_LIMIT * board.lut)} LUT, {int(FIT_LIMIT * board.ff)} FF, "
+            f"{int(FIT_LIMIT * board.bram)} BRAM) to leave room for routing")
 
 
 def cost(res, board):
