@@ -21,7 +21,8 @@ def build_root(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.parametrize("name", ["{tmp}/user_bnn.py:bnn", "bnn-pynq:tfc_1w1a"])
+# the user model's padded convolutions take a minute or two to Verilate: in make test-all
+@pytest.mark.parametrize("name", [pytest.param("{tmp}/user_bnn.py:bnn", marks=pytest.mark.slow), "bnn-pynq:tfc_1w1a"])
 def test_model_end_to_end(name, build_root):
     shutil.copy(ROOT / "examples" / "user_bnn.py", build_root / "user_bnn.py")
     name = name.format(tmp=build_root)
