@@ -767,7 +767,7 @@ def _top_verilog(graph: Graph, in_w_pad, out_w_pad, mem):
                          PAD_R=r, PAD_VAL=l.pad_value)
                 cur = inst("bl_pad", p, f"u_{tag}_pad", cur, l.simd * l.bits)
             p = dict(IFM=l.hp, IFM_H=l.hp, IFM_W=l.wp, C=l.c, K=l.k, S=l.s, SIMD=l.simd, BITS=l.bits,
-                     BUF_ROWS=U.swg_buf_rows(l.k, l.s))
+                     BUF_ROWS=U.swg_buf_rows(l.k))
             cur = inst("bl_swg", p, f"u_{tag}", cur, l.simd * l.bits)
         elif isinstance(l, Pool):
             p = dict(IFM=l.ifm, C=l.c, K=l.k, PE=l.pe, BITS=l.bits)
