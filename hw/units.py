@@ -213,30 +213,34 @@ def swg_ref(images, k, s, pad=(0, 0, 0, 0), pad_value=0):
     return out
 
 
-def swg_buf_rows(k, s):
-    """Line-buffer rows of bl_swg (its BUF_ROWS default): K in use plus the next image's first K."""
-    return k + max(k, s)
+def swg_buf_rows(k):
+    """Line-buffer rows of bl_swg (its BUF_ROWS default): the K rows in use plus the K rows of the
+    next window, also the next image's first (rows no window reads are dropped, not stored)."""
+    return 2 * k
 
 
 def swg_cycles(ifm, c, k, s, simd, ifm_w=None):
     """Steady-state cycles per image of an IFM x IFM_W input (the padded image when a bl_pad feeds
     it): the reader emits OFM_H OFM_W K^2 C/SIMD beats, one per cycle, unless input (IFM IFM_W
-    C/SIMD beats) is slower; (K-S) rows of the next image wait for the last row."""
+    C/SIMD beats, one per cycle, unread rows included) is slower. The line buffer lets the writer
+    fill the next image's first window while the reader is on the last output row, so neither
+    waits at image boundaries (bl_swg alone, any K, S, padding: exactly this many cycles)."""
     ifm_w = ifm if ifm_w is None else ifm_w
     cf = c // simd
     read = conv_out_dim(ifm, k, s) * conv_out_dim(ifm_w, k, s) * k * k * cf
     write = ifm * ifm_w * cf
-    return max(read, write) + max(0, k - s) * ifm_w * cf
+    return max(read, write)
 
 
 def swg_resources(ifm, c, k, s, simd, bits, kbit=18, ifm_w=None):
     ifm_w = ifm if ifm_w is None else ifm_w
     cf = c // simd
-    depth = swg_buf_rows(k, s) * ifm_w * cf
+    depth = swg_buf_rows(k) * ifm_w * cf
     ml, mb = memory_cost(depth, simd * bits, kbit)
     ab = unsigned_bits(depth)
-    lut = 80 + 6 * ab + ml + simd * bits * OUT_FIFO_SWG // 4
-    ff = 60 + 8 * ab + simd * bits * (1 + OUT_FIFO_SWG)
+    rb = unsigned_bits(ifm) + unsigned_bits(s)          # the writer's row and stride-phase counters
+    lut = 80 + 6 * ab + 2 * rb + ml + simd * bits * OUT_FIFO_SWG // 4
+    ff = 60 + 8 * ab + rb + simd * bits * (1 + OUT_FIFO_SWG)
     return dict(lut=int(lut), ff=int(ff), bram=int(mb))
 
 

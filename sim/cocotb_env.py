@@ -390,12 +390,17 @@ def compare_words(got, expected, label="output"):
             raise AssertionError(f"{label}: beat {i} is {int(g):#x}, expected {int(e):#x}")
 
 
-def steady_cycles(stamps):
-    """Cycles per image between the first and last image completions of a chunk."""
+def steady_cycles(stamps, warmup=1):
+    """(cycles per image, intervals counted) between image completions of a chunk, from the
+    completion of image `warmup` on when the chunk has intervals left after it: the chunk starts
+    with empty FIFOs, and while they fill the first interval can be a few cycles longer than the
+    steady state. (None, 0) with fewer than two completions."""
     s = np.asarray(stamps, dtype=np.float64)
     if s.size < 2:
-        return None
-    return float((s[-1] - s[0]) / (s.size - 1))
+        return None, 0
+    w = warmup if s.size - 1 > warmup else 0
+    k = s.size - 1 - w
+    return float((s[-1] - s[w]) / k), k
 
 
 # ----------------------------------------------------------------------------- unit runs

@@ -97,6 +97,33 @@ def test_thresh_in_padded_conv_whole_flow_verilator():
     assert res["equal"], res.get("first_mismatch") or res.get("stall")
 
 
+# Padded convolutions at exactly the analytic II. Stride 2: 10x10x1 -> 3x3 pad 1 -> 3x3 pad 1 stride 2
+# (a 12-row padded image: the last row is in no window), all three units at 900 cycles/image; its
+# producer MVAU feeds the padding unit in front of the stride-2 window generator at the II.
+# Stride 1: the window generators bound the II, the second padded [0, 0, 1, 1] (asymmetric).
+PAD_II_CASES = {
+    "pconv_s2": (dict(in_shape=(1, 10, 10, 1), pad0=(1, 1, 1, 1), pad1=(1, 1, 1, 1), stride1=2),
+                 {"Defaults": {}, "MVAU_0": {"PE": 4, "SIMD": 1}, "MVAU_1": {"PE": 6, "SIMD": 1},
+                  "MVAU_2": {"PE": 1, "SIMD": 2}}, 900),
+    "pconv_s1": (dict(in_shape=(1, 6, 6, 2), pad0=(1, 1, 1, 1), pad1=(0, 0, 1, 1), stride1=1),
+                 {"Defaults": {}, "MVAU_0": {"PE": 4, "SIMD": 2}, "MVAU_1": {"PE": 6, "SIMD": 4},
+                  "MVAU_2": {"PE": 1, "SIMD": 2}}, 324),
+}
+
+
+@needs_verilator
+@pytest.mark.parametrize("name", sorted(PAD_II_CASES))
+def test_padded_conv_cycles_equal_analytic_ii(name):
+    """Steady-state cycles/image of padded (and stride-2) convolutions equal the analytic II
+    exactly: no bubbles in bl_pad or bl_swg at row or image boundaries, and a cycle model without
+    slack."""
+    kw, fold, ii = PAD_II_CASES[name]
+    res = _run(name, lambda path, seed: make_padded_conv(path, seed=seed, **kw), fold, 6, chunk=6)
+    assert res["equal"], res.get("first_mismatch") or res.get("stall")
+    assert res["cycles_per_image"] == res["analytic_ii"], res
+    assert res["analytic_ii"] == ii
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not E.available("icarus"), reason="iverilog not installed")
 def test_mlp_whole_flow_icarus():

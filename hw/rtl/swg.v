@@ -5,9 +5,12 @@
 // Output: for each output pixel (row-major) its patch in (kh, kw, c) order, c innermost, SIMD
 // channels per beat: the order of qonnx Im2Col. The line buffer holds BUF_ROWS image rows in a
 // circular memory; rows are tracked across image boundaries, so the writer fills the next image's
-// first rows while the reader is still on the last output row of the current one. The default
-// leaves room for all K rows the next image's first window needs: a slow producer then never
-// makes the consumer wait at image boundaries.
+// first rows while the reader is still on the last output row of the current one. Rows no window
+// reads (the last (IFM_H-K) mod S rows of an image, and with S > K the S-K rows between two
+// windows) are accepted at one beat per cycle and dropped: they take no buffer room and the reader
+// never waits for them. The default leaves room for the K rows in use plus all K rows the next
+// window (also the next image's first) needs: a producer and consumer of equal rate then never
+// wait on each other, at image boundaries either.
 module bl_swg #(
     parameter IFM = 8,
     parameter IFM_H = IFM,
@@ -17,7 +20,7 @@ module bl_swg #(
     parameter S = 1,
     parameter SIMD = 1,
     parameter BITS = 1,
-    parameter BUF_ROWS = K + (K > S ? K : S),
+    parameter BUF_ROWS = 2 * K,
     parameter OUT_FIFO = 4
 ) (
     input  wire                  ap_clk,
@@ -36,12 +39,13 @@ module bl_swg #(
     localparam ROWW = IFM_W * CF;                // words per image row
     localparam DEPTH = BUF_ROWS * ROWW;
     localparam JN = K * CF;                      // words per kernel row of a patch
-    localparam REL_LAST = IFM_H - (OFM_H - 1) * S;   // rows freed after the last output row
-    localparam NEED_MID = K > S ? K : S;
-    localparam NEED_LAST = REL_LAST > K ? REL_LAST : K;
+    localparam REL_MID = S < K ? S : K;          // stored rows freed after an output row (the last: K)
+    localparam USED_LAST = (OFM_H - 1) * S + K - 1;  // last image row a window reads
     localparam AB = $clog2(DEPTH + 1);
     localparam MAB = DEPTH > 1 ? $clog2(DEPTH) : 1;      // memory index (addresses stay below DEPTH)
     localparam RB = $clog2(BUF_ROWS + 1);
+    localparam HB = $clog2(IFM_H + 1);
+    localparam SB = $clog2(S + 1);
     localparam CWB = $clog2(ROWW + 1);
     localparam JB = $clog2(JN + 1);
     localparam KB = $clog2(K + 1);
@@ -54,20 +58,22 @@ module bl_swg #(
     localparam [AB-1:0] ROWW_A = ROWW_A_I[AB-1:0];
     localparam integer SCF_A_I = S * CF;
     localparam [AB-1:0] SCF_A = SCF_A_I[AB-1:0];
-    localparam integer REL_MID_A_I = S * ROWW;
+    localparam integer REL_MID_A_I = REL_MID * ROWW;
     localparam [AB-1:0] REL_MID_A = REL_MID_A_I[AB-1:0];
-    localparam integer REL_LAST_A_I = REL_LAST * ROWW;
+    localparam integer REL_LAST_A_I = K * ROWW;
     localparam [AB-1:0] REL_LAST_A = REL_LAST_A_I[AB-1:0];
     localparam integer BUF_R_I = BUF_ROWS;
     localparam [RB-1:0] BUF_R = BUF_R_I[RB-1:0];
-    localparam integer S_R_I = S;
-    localparam [RB-1:0] S_R = S_R_I[RB-1:0];
-    localparam integer REL_LAST_R_I = REL_LAST;
-    localparam [RB-1:0] REL_LAST_R = REL_LAST_R_I[RB-1:0];
-    localparam integer NEED_MID_R_I = NEED_MID;
-    localparam [RB-1:0] NEED_MID_R = NEED_MID_R_I[RB-1:0];
-    localparam integer NEED_LAST_R_I = NEED_LAST;
-    localparam [RB-1:0] NEED_LAST_R = NEED_LAST_R_I[RB-1:0];
+    localparam integer REL_MID_R_I = REL_MID;
+    localparam [RB-1:0] REL_MID_R = REL_MID_R_I[RB-1:0];
+    localparam integer K_R_I = K;
+    localparam [RB-1:0] K_R = K_R_I[RB-1:0];
+    localparam integer H_LAST_I = IFM_H - 1;
+    localparam [HB-1:0] H_LAST = H_LAST_I[HB-1:0];
+    localparam integer USED_LAST_I = USED_LAST;
+    localparam [HB-1:0] USED_LAST_H = USED_LAST_I[HB-1:0];
+    localparam integer S_LAST_I = S - 1;
+    localparam [SB-1:0] S_LAST = S_LAST_I[SB-1:0];
     localparam integer ROWW_LAST_I = ROWW - 1;
     localparam [CWB-1:0] ROWW_LAST = ROWW_LAST_I[CWB-1:0];
     localparam integer J_LAST_I = JN - 1;
@@ -89,6 +95,9 @@ module bl_swg #(
         if (C % SIMD != 0) begin : g_bad_simd
             bl_swg_error_SIMD_must_divide_C u_err ();
         end
+        if (BUF_ROWS < K) begin : g_bad_buf
+            bl_swg_error_BUF_ROWS_must_hold_K_rows u_err ();
+        end
     endgenerate
 
     reg [W-1:0] mem [0:DEPTH-1];
@@ -96,11 +105,26 @@ module bl_swg #(
     // ---------------- writer
     reg [AB-1:0] waddr;
     reg [CWB-1:0] wcol;
+    reg [HB-1:0] wrow;      // image row being written
+    reg [SB-1:0] wph;       // its phase in the stride (wrow mod S)
     reg [RB-1:0] held;      // slots in use, counting a row from its first word
     reg [RB-1:0] avail;     // complete rows from the reader's base row on
-    assign s_tready = ap_rst_n && ((wcol != {CWB{1'b0}}) || (held < BUF_R));
+    // a row is stored when a window reads it; the others are taken and dropped
+    wire keep_ph;           // with S > K, the first K rows of each stride hold windows
+    generate
+        if (S > K) begin : g_skip
+            localparam integer K_S_I = K;
+            localparam [SB-1:0] K_S = K_S_I[SB-1:0];
+            assign keep_ph = (wph < K_S);
+        end else begin : g_noskip
+            assign keep_ph = 1'b1;
+        end
+    endgenerate
+    wire keep = (wrow <= USED_LAST_H) && keep_ph;
+    assign s_tready = ap_rst_n && ((wcol != {CWB{1'b0}}) || !keep || (held < BUF_R));
     wire wr = s_tvalid && s_tready;
-    always @(posedge ap_clk) if (wr) mem[waddr[MAB-1:0]] <= s_tdata;
+    wire wst = wr && keep;
+    always @(posedge ap_clk) if (wst) mem[waddr[MAB-1:0]] <= s_tdata;
 
     // ---------------- reader
     reg [OB-1:0] oy, ox;
@@ -111,10 +135,9 @@ module bl_swg #(
     wire pop = m_tvalid && m_tready;
     wire last_oy = (oy == OY_LAST);
     wire row_start = (ox == {OB{1'b0}}) && (kh == {KB{1'b0}}) && (j == {JB{1'b0}});
-    wire [RB-1:0] need = last_oy ? NEED_LAST_R : NEED_MID_R;
-    wire [RB-1:0] rel = last_oy ? REL_LAST_R : S_R;
+    wire [RB-1:0] rel = last_oy ? K_R : REL_MID_R;
     wire [AB-1:0] rel_a = last_oy ? REL_LAST_A : REL_MID_A;
-    wire rd = ap_rst_n && (credits < CREDITS) && (!row_start || (avail >= need));
+    wire rd = ap_rst_n && (credits < CREDITS) && (!row_start || (avail >= K_R));
     wire j_end = (j == J_LAST);
     wire kh_end = j_end && (kh == K_LAST);
     wire row_end = kh_end && (ox == OX_LAST);
@@ -127,14 +150,16 @@ module bl_swg #(
     wire [AB:0] nrow_w = nrow_s - {1'b0, DEPTH_A};
     wire [AB-1:0] nrow = (nrow_s >= {1'b0, DEPTH_A}) ? nrow_w[AB-1:0] : nrow_s[AB-1:0];
 
-    wire wrow_first = wr && (wcol == {CWB{1'b0}});
-    wire wrow_done = wr && (wcol == ROWW_LAST);
+    wire wrow_first = wst && (wcol == {CWB{1'b0}});
+    wire wrow_done = wst && (wcol == ROWW_LAST);
     wire release_rows = rd && row_end;
 
     always @(posedge ap_clk) begin
         if (!ap_rst_n) begin
             waddr <= {AB{1'b0}};
             wcol <= {CWB{1'b0}};
+            wrow <= {HB{1'b0}};
+            wph <= {SB{1'b0}};
             held <= {RB{1'b0}};
             avail <= {RB{1'b0}};
             oy <= {OB{1'b0}};
@@ -146,9 +171,13 @@ module bl_swg #(
             colb <= {AB{1'b0}};
             credits <= {CB{1'b0}};
         end else begin
+            if (wst) waddr <= (waddr == DEPTH_A - 1'b1) ? {AB{1'b0}} : waddr + 1'b1;
             if (wr) begin
-                waddr <= (waddr == DEPTH_A - 1'b1) ? {AB{1'b0}} : waddr + 1'b1;
                 wcol <= (wcol == ROWW_LAST) ? {CWB{1'b0}} : wcol + 1'b1;
+                if (wcol == ROWW_LAST) begin
+                    wrow <= (wrow == H_LAST) ? {HB{1'b0}} : wrow + 1'b1;
+                    wph <= (wrow == H_LAST || wph == S_LAST) ? {SB{1'b0}} : wph + 1'b1;
+                end
             end
             held <= held + {{(RB-1){1'b0}}, wrow_first} - (release_rows ? rel : {RB{1'b0}});
             avail <= avail + {{(RB-1){1'b0}}, wrow_done} - (release_rows ? rel : {RB{1'b0}});
