@@ -84,8 +84,8 @@ finn-check: setup finn-setup build/$(MDIR)/streamlined.onnx
 # (seed 0 is verified on the full test set by `make export`, extra seeds on 200 images).
 seeds: setup
 	@twin='$(TWIN)'; for s in $(SEEDS); do \
-	  $(PY) -m model.train --model '$(MODEL)' --dataset $(DATASET) --seed $$s || exit 1; \
-	  [ -z "$$twin" ] || $(PY) -m model.train --model "$$twin" --dataset $(DATASET) --seed $$s || exit 1; \
+	  $(PY) -m model.train --model '$(MODEL)' --dataset $(DATASET) --seed $$s $(if $(EPOCHS),--epochs $(EPOCHS)) || exit 1; \
+	  [ -z "$$twin" ] || $(PY) -m model.train --model "$$twin" --dataset $(DATASET) --seed $$s $(if $(EPOCHS),--epochs $(EPOCHS)) || exit 1; \
 	  [ -f build/$(MDIR)/$$( [ $$s = 0 ] || echo seed$$s/)streamlined.onnx ] || \
 	    $(PY) -m model.export --model '$(MODEL)' --dataset $(DATASET) --seed $$s --verify-images 200 || exit 1; \
 	done
