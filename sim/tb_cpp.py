@@ -118,7 +118,9 @@ def run_cpp(rtl_dir, images, expected, work_dir, simulator=None, chunk=DEFAULT_C
     cycles, cpu, checked = 0, None, 0
     t_stream = time.time()
     cmd = [str(binary), str(len(starts)), str(int(idle_level)), str(int(bp_level)), str(max(20000, 20 * ii))]
-    proc = subprocess.Popen(cmd, cwd=run_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    errlog = open(run_dir / "stderr.log", "w")      # a file: a full pipe would block the simulator
+    proc = subprocess.Popen(cmd, cwd=run_dir, stdout=subprocess.PIPE, stderr=errlog, text=True)
+    finished = False
     try:
         for line in proc.stdout:
             f = line.split()
@@ -162,18 +164,17 @@ def run_cpp(rtl_dir, images, expected, work_dir, simulator=None, chunk=DEFAULT_C
                 res["stall"] = f"stream stalled for {still} cycles in chunk {k}: {what}"
             elif f[0] == "end":
                 cycles, cpu = int(f[1]), float(f[2])
-    except KeyboardInterrupt:
-        proc.kill()
-        raise
-    finally:
-        if proc.poll() is None and "error" in res:
+        finished = True
+    finally:        # an exception here (Ctrl-C, SIGTERM via sim.run) or an error: stop the simulator
+        if proc.poll() is None and (not finished or "error" in res):
             proc.kill()
         rc = proc.wait()
-        err = proc.stderr.read()
+        errlog.close()
+        err = (run_dir / "stderr.log").read_text(errors="replace")
         if bar is not None:
             bar.close()
     secs = time.time() - t_stream
-    if rc not in (0, 3) and "error" not in res:
+    if rc not in (0, 3) and "error" not in res and finished:
         res["error"] = f"simulator exited with {rc}: {err.strip()[-500:]}"
     res["stream_seconds"] = round(secs, 4)
     res["stream_cpu_seconds"] = cpu
