@@ -4,8 +4,11 @@
 $readmemh file with pseudo-random source idles and sink back-pressure (an LFSR), stores every
 output beat and the cycle stamp of each image's completion, and raises `done`. Python writes the
 chunk, starts it, and then only wakes on `done` or on a coarse timer (for the progress bar and the
-stall watch) whose period grows until a wake-up is ~0.5 s of wall time apart. The per-cycle cost
-is the simulator's alone (cocotb's Clock costs ~10 us per cycle through the GPI).
+stall watch) whose period grows until a wake-up is ~0.5 s of wall time apart.
+
+This is the fast harness on Icarus, where a Verilog clock beats cocotb's. On Verilator it measured
+no faster than cocotb's Clock (~0.25 M cycles/s on TFC-w1a1): cocotb's Verilator main loop does its
+VPI bookkeeping in every time slot, so there the same wrapper runs under a C++ main (sim/tb_cpp.py).
 
 run_fast() returns the same result dict as sim.tb_top.run_top, plus `harness`,
 `simulated_cycles` and `cycles_per_second` (simulated cycles over the streaming wall time)."""
