@@ -21,7 +21,9 @@ module bl_stream_tb #(
     parameter OUT_DEPTH = 2,         // output words per chunk at most
     parameter OUT_BEATS = 1,         // output beats per image
     parameter DRAIN = 64,            // cycles watched for surplus beats after the last expected one
-    parameter HALF_PERIOD = 5,       // ns
+    /* verilator lint_off UNUSEDPARAM */
+    parameter HALF_PERIOD = 5,       // ns (unused with BL_EXT_CLOCK)
+    /* verilator lint_on UNUSEDPARAM */
     parameter IN_FILE = "tb_in.hex",
     parameter OUT_FILE = "tb_out.hex",
     parameter STAMP_FILE = "tb_stamp.hex"
