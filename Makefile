@@ -71,7 +71,7 @@ bitstream: setup build/$(MDIR)/streamlined.onnx
 	$(PY) -m hw.build --model '$(MODEL)' --board $(BOARD) $(HWOPTS)
 
 sim: setup build/$(MDIR)/streamlined.onnx
-	$(PY) -m sim.run --model '$(MODEL)' --board $(BOARD) --images $(IMAGES) $(if $(RTL),--rtl $(RTL),$(HWOPTS))
+	$(PY) -m sim.run --model '$(MODEL)' --board $(BOARD) --images $(IMAGES) $(if $(RTL),--rtl $(RTL),$(HWOPTS)) $(if $(HARNESS),--harness $(HARNESS))
 
 # FINN's builder steps that need no Vivado on the model's FINN folder, FINN's Python model checked
 # against the reference after each step (build/<model>/<board>/finn/finn_check.json)

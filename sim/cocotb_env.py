@@ -99,10 +99,10 @@ public_flat_rw -module "*" -var "s_tready"
 """
 
 
-def _public_signals(build_dir):
+def _public_signals(build_dir, text=PUBLIC_VLT):
     path = Path(build_dir) / "bl_public.vlt"
-    if not path.is_file() or path.read_text() != PUBLIC_VLT:
-        path.write_text(PUBLIC_VLT)
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
     return path
 
 
@@ -124,10 +124,13 @@ def stop_simulator_with_us():
 
 
 def run_cocotb(sources, toplevel, test_module, build_dir, parameters=None, simulator=None,
-               config=None, test_dir=None, test_log=True, extra_env=None):
+               config=None, test_dir=None, test_log=True, extra_env=None, extra_build_args=None,
+               public_vlt=PUBLIC_VLT):
     """Build (incrementally) and run one cocotb test module; raise SimulationFailed on failures.
 
-    config: JSON-able dict handed to the test through $BITLENS_TB_CONFIG."""
+    config: JSON-able dict handed to the test through $BITLENS_TB_CONFIG.
+    extra_build_args: {"verilator": [...], "icarus": [...]} appended to the simulator's build options.
+    public_vlt: Verilator configuration naming the signals cocotb may touch."""
     sim = pick_simulator(simulator)
     import cocotb_tools.runner as runner_mod
     from cocotb_tools.check_results import get_results
@@ -141,10 +144,11 @@ def run_cocotb(sources, toplevel, test_module, build_dir, parameters=None, simul
     if sim == "verilator":
         # width warnings are fixed in the RTL; the generated top and wrapper are lint-clean too
         build_args = ["-O2", "-Wno-fatal"]
-        sources = [_public_signals(build_dir)] + list(sources)   # cocotb reads the language off the last
+        sources = [_public_signals(build_dir, public_vlt)] + list(sources)   # cocotb reads the language off the last
         _without_public_flat_rw(runner)
     else:
         build_args = ["-g2005"]
+    build_args += list((extra_build_args or {}).get(sim, []))
     runner.build(sources=[str(s) for s in sources], hdl_toplevel=toplevel, parameters=parameters or {},
                  build_dir=build_dir, build_args=build_args, timescale=("1ns", "1ps"),
                  log_file=build_dir / "build.log")

@@ -30,6 +30,7 @@ def run(model, board, images, base_images, graph=None, out_dir=None, folding=Non
     from model.reference import Reference
     from sim import cocotb_env as E
     from sim.run import RunError
+    from sim.tb_cpp import run_cpp
     from sim.tb_top import run_top
     base = Path(out_dir) if out_dir else paths.board_dir(model, board)
     graph = Path(graph) if graph else paths.streamlined(model)
@@ -45,8 +46,9 @@ def run(model, board, images, base_images, graph=None, out_dir=None, folding=Non
     stream = np.concatenate([base_images, images])
     ref = Reference(str(graph))
     expected = ref.predict_int(stream)
-    res = run_top(base / "hw" / "rtl", stream, expected, base / "occlusion_sim", simulator=sim, chunk=chunk,
-                  progress=progress, keep_outputs=True)
+    runner = run_cpp if sim == "verilator" else run_top     # the fast harness where it exists
+    res = runner(base / "hw" / "rtl", stream, expected, base / "occlusion_sim", simulator=sim, chunk=chunk,
+                 progress=progress, keep_outputs=True)
     if res.get("stall") or "outputs" not in res or len(res["outputs"]) != len(stream):
         raise RunError(res.get("stall") or res.get("error") or "the simulation returned no outputs")
     acc = res["outputs"]

@@ -1,10 +1,17 @@
 """Simulate a BitLens accelerator on test images and prove it equals the streamlined graph.
 
     python -m sim.run --model M --board B --images N|all [--rtl FOLDER | --folding F | --target-fps N]
-                      [--simulator verilator|icarus]
+                      [--simulator verilator|icarus] [--harness fast|cocotb]
 
 Writes build/<M>/<B>/sim.json: images, equal, cycles_per_image (steady state), analytic_ii,
-simulator, seconds (with the build), stream_seconds (streaming alone)."""
+simulator, harness, seconds (with the build), stream_seconds (streaming alone), cycles_per_second
+(simulated cycles over stream_seconds).
+
+Harnesses: `fast` (default) streams inside the simulator (sim/bl_stream_tb.v: $readmemh source with
+LFSR idles, recording sink with LFSR back-pressure and cycle stamps): on Verilator under a C++ main
+that toggles the clock (sim/tb_cpp.py, harness "verilator-cpp"), on Icarus under cocotb with the
+clock in Verilog (sim/tb_fast.py, "cocotb-verilog-clock"); `cocotb` (sim/tb_top.py,
+"cocotb-stream") is the older wrapper clocked by cocotb's Clock, ~0.1-0.3 M cycles/s."""
 import argparse
 import json
 import os
@@ -20,15 +27,22 @@ from model.golden import expected_outputs, sample_images
 ROOT = Path(__file__).resolve().parents[1]
 
 
+HARNESSES = ("fast", "cocotb")
+
+
 class RunError(ValueError):
     pass
 
 
-def run(model, board, images="all", rtl=None, simulator=None, graph=None, out_dir=None, chunk=500,
-        idle_level=0, bp_level=0, progress=True, folding=None, target_fps=None):
+def run(model, board, images="all", rtl=None, simulator=None, graph=None, out_dir=None, chunk=None,
+        idle_level=0, bp_level=0, progress=True, folding=None, target_fps=None, harness="fast"):
     from hw.compile import compile_graph
     from sim import cocotb_env as E
+    from sim.tb_cpp import run_cpp
+    from sim.tb_fast import run_fast
     from sim.tb_top import run_top
+    if harness not in HARNESSES:
+        raise RunError(f"unknown harness '{harness}'; known: {', '.join(HARNESSES)}")
     base = Path(out_dir) if out_dir else paths.board_dir(model, board)
     graph = Path(graph) if graph else paths.streamlined(model)
     if not graph.is_file():
@@ -42,8 +56,17 @@ def run(model, board, images="all", rtl=None, simulator=None, graph=None, out_di
         rtl = base / "hw" / "rtl"
     x, source = sample_images(graph, count)
     exp, ref_name = expected_outputs(graph, x)
-    res = run_top(rtl, x, exp, base / "sim", simulator=sim, chunk=chunk, idle_level=idle_level,
-                  bp_level=bp_level, progress=progress)
+    if harness == "cocotb":
+        runner = run_top
+    else:       # fast: the C++ main on Verilator, the Verilog-clocked wrapper under cocotb on Icarus
+        runner = run_cpp if sim == "verilator" else run_fast
+    if chunk is None:
+        chunk = 1000 if harness == "fast" else 500
+    res = runner(rtl, x, exp, base / "sim", simulator=sim, chunk=chunk, idle_level=idle_level,
+                 bp_level=bp_level, progress=progress)
+    if res.get("simulated_cycles") and res.get("stream_seconds"):
+        res.setdefault("cycles_per_second", round(res["simulated_cycles"] / res["stream_seconds"]))
+    res.setdefault("harness", "cocotb-stream")
     res.update(model=model, board=board, rtl=str(rtl), images_source=source, reference=ref_name)
     base.mkdir(parents=True, exist_ok=True)
     tmp = base / "sim.json.tmp"
@@ -65,11 +88,15 @@ def main(argv=None):
     ap.add_argument("--out", help="output folder (default build/<model>/<board>)")
     ap.add_argument("--folding", help="FINN-format folding JSON for the compiler")
     ap.add_argument("--target-fps", type=float, help="let the compiler pick the folding for this rate")
-    ap.add_argument("--chunk", type=int, default=500, help="images per streamed chunk")
+    ap.add_argument("--chunk", type=int, help="images per streamed chunk (default 1000 fast, 500 cocotb)")
+    ap.add_argument("--harness", choices=HARNESSES, default="fast",
+                    help="fast: stream driven inside the simulator (default); cocotb: cocotb-clocked wrapper")
+    ap.add_argument("--idle", type=int, default=0, help="source idle level 0..15 (out of 16 cycles)")
+    ap.add_argument("--backpressure", type=int, default=0, help="sink back-pressure level 0..15")
     a = ap.parse_args(argv)
     try:
         res = run(a.model, a.board, a.images, a.rtl, a.simulator, a.graph, a.out, a.chunk, folding=a.folding,
-                  target_fps=a.target_fps)
+                  target_fps=a.target_fps, harness=a.harness, idle_level=a.idle, bp_level=a.backpressure)
     except (ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -79,7 +106,8 @@ def main(argv=None):
     cpi = res.get("cycles_per_image")
     print(f"{res['images']} images ({res['images_source']}), equal: {res['equal']}, "
           f"cycles/image {cpi if cpi is None else round(cpi, 2)} vs analytic II {res['analytic_ii']}, "
-          f"{res['simulator']}, {res['seconds']} s ({res.get('stream_seconds')} s streaming)")
+          f"{res['simulator']} ({res['harness']}), {res['seconds']} s ({res.get('stream_seconds')} s streaming, "
+          f"{res.get('cycles_per_second')} cycles/s)")
     if res.get("stall"):
         print(f"error: {res['stall']}", file=sys.stderr)
     return 0 if res["equal"] else 1

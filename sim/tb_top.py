@@ -127,6 +127,8 @@ if cocotb is not None:
                 bar.close()
         # wall time of the streaming alone: the build and the simulator's start are not in it
         res["stream_seconds"] = round(time.time() - t_stream, 4)
+        res["simulated_cycles"] = int(dut.cycle.value)
+        res["harness"] = "cocotb-stream"
         res["mismatched_images"] = len(bad)
         res["equal"] = not bad and res["stall"] is None
         if per:
