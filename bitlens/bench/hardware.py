@@ -1,4 +1,4 @@
-"""Hardware benchmark: `python -m hw.bench` -> build/bench/hardware.json.
+"""Hardware benchmark: `python -m bitlens.bench.hardware` -> build/bench/hardware.json.
 
 Simulates each exported zoo model on the default board's accelerator (Verilator, default
 folding) and records images/s and cycles/s; collects, for every board already built, the build
