@@ -719,7 +719,7 @@ def _atomic_write(path, text):
 
 def write_report(res, board, root):
     """Write build/<M>/<B>/report/{index.html, report.json}; returns the folder."""
-    out = Path(root) / res["model"] / board / "report"
+    out = paths.board_dir(res["model"], board, root) / "report"
     hw = hardware_facts(res["model"], board, root)
     occ = dict(METHODS["occlusion"], **res["options"].get("occlusion", {}))
     # a CNV image costs ~10^5 accelerator cycles at the default folding and occlusion streams
