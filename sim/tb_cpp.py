@@ -148,8 +148,9 @@ def run_cpp(rtl_dir, images, expected, work_dir, simulator=None, chunk=DEFAULT_C
                 if len(diff) and "first_mismatch" not in res:
                     i = int(diff[0])
                     res["first_mismatch"] = dict(image=s + i, got=got[i].tolist(), expected=exp[i].tolist())
-                if len(stamps) >= 2:
-                    per.append((len(stamps) - 1, E.steady_cycles(stamps)))
+                cyc, k = E.steady_cycles(stamps)
+                if k:
+                    per.append((k, cyc))
                 if bar is not None:
                     bar.update(s + n_out // ob - shown)
                     shown = s + n_out // ob

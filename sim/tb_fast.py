@@ -191,8 +191,9 @@ if cocotb is not None:
                 if len(diff) and "first_mismatch" not in res:
                     i = int(diff[0])
                     res["first_mismatch"] = dict(image=start + i, got=got[i].tolist(), expected=exp[i].tolist())
-                if len(stamps) >= 2:
-                    per.append((len(stamps) - 1, E.steady_cycles(stamps)))
+                cyc, k = E.steady_cycles(stamps)
+                if k:
+                    per.append((k, cyc))
         except E.StreamStall as e:
             res["stall"] = str(e)
         except E.SimulationFailed as e:
