@@ -35,8 +35,6 @@ PRECISIONS = {"w1a1": (1, 1), "w1a2": (1, 2), "w2a2": (2, 2), "fp": None}
 # What each dataset looks like to a topology: CNV's unpadded 3x3 convolutions need 32x32,
 # so MNIST is zero-padded 28 -> 32 for it (the final feature map is then 1x1 as in FINN's CNV).
 INPUT_SIZE = {"mlp": None, "cnv": 32}
-
-
 BNN_PYNQ = "bnn-pynq:"
 
 
@@ -55,6 +53,7 @@ class Spec:
 
 
 def _bnn_pynq_configs():
+    # Brevitas takes seconds to import: deferred to where a Brevitas model is named or built
     from brevitas_examples.bnn_pynq import models as bp
     return [n for n in bp.__all__ if n != "model_with_cfg" and not n.startswith("resnet")]
 
