@@ -60,6 +60,14 @@ def clip_binary_weights(net):
             m.weight.data.clamp_(-1, 1)
 
 
+def publish_weights(net, name, dataset, seed, out: Path):
+    """Write model.pt and drop the export of the weights it replaces: a graph of other weights
+    beside it would be simulated and explained as if it were this model."""
+    atomic_save(dict(model=name, dataset=dataset, state_dict=net.state_dict(), seed=seed), out / "model.pt")
+    for stale in ("model.qonnx.onnx", "streamlined.onnx", "verify.json"):
+        (out / stale).unlink(missing_ok=True)
+
+
 def import_checkpoint(name, path, dataset="mnist", seed=0, out=None, data_dir=None, quiet=False):
     """Weights the user already has (a state_dict, or a dict holding one under 'state_dict' or
     'model') become build/<model>/model.pt, with train.json giving the test accuracy."""
@@ -83,7 +91,7 @@ def import_checkpoint(name, path, dataset="mnist", seed=0, out=None, data_dir=No
     out.mkdir(parents=True, exist_ok=True)
     xte, yte = D.load_split(dataset, "test", data_dir)
     test = accuracy(net, D.to_float(D.pad_images(xte, net.in_shape[1])), torch.from_numpy(yte))
-    atomic_save(dict(model=name, dataset=dataset, state_dict=net.state_dict(), seed=seed), out / "model.pt")
+    publish_weights(net, name, dataset, seed, out)
     result = dict(model=name, dataset=dataset, seed=seed, epochs=0, checkpoint=str(path),
                   checkpoint_sha256=hashlib.sha256(path.read_bytes()).hexdigest(), test_accuracy=test)
     atomic_json(result, out / "train.json")
@@ -184,7 +192,7 @@ def train(name, dataset="mnist", epochs=None, seed=0, out=None, batch=None, lr=N
                          generator=gen.get_state(), torch_rng=torch.get_rng_state(),
                          epoch=epoch + 1, history=history, seconds=seconds), ckpt_path)
     test = accuracy(net, xte, yte)
-    atomic_save(dict(model=name, dataset=dataset, state_dict=net.state_dict(), seed=seed), out / "model.pt")
+    publish_weights(net, name, dataset, seed, out)
     result = dict(config, test_accuracy=test, val_accuracy=history[-1]["val_accuracy"] if history else None,
                   seconds=round(seconds, 1), history=history, torch_threads=torch.get_num_threads())
     atomic_json(result, done)

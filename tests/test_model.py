@@ -545,7 +545,10 @@ def test_user_checkpoint_import(tmp_path):
     net = zoo.build(name)
     net.train()(torch.rand(4, *net.in_shape))   # a trained checkpoint has its statistics-initialised scales
     torch.save({"state_dict": net.state_dict()}, tmp_path / "w.pt")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "streamlined.onnx").write_text("graph of earlier weights")
     res = import_checkpoint(name, tmp_path / "w.pt", out=tmp_path / "out", quiet=True)
+    assert not (tmp_path / "out" / "streamlined.onnx").exists()     # no stale export beside new weights
     assert res["epochs"] == 0 and 0 <= res["test_accuracy"] <= 1
     ckpt = zoo.load_checkpoint(tmp_path / "out" / "model.pt", name)
     assert all(torch.equal(ckpt["state_dict"][k], v) for k, v in net.state_dict().items())
