@@ -20,7 +20,7 @@ TWIN    ?= $(shell $(PY) -m model.zoo twin '$(MODEL)')
 export YOWASP_CACHE_DIR := $(CURDIR)/.cache/yowasp
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup finn-setup demo test test-all train export seeds bitstream sim finn-check gradreg report reports bench interop clean
+.PHONY: setup check-args finn-setup demo test test-all train export seeds bitstream sim finn-check gradreg report reports bench interop clean
 
 # Fashion-MNIST (DATASET=fashion-mnist) is Debian's package dataset-fashion-mnist: installed as root
 # when apt can (never an error: without it only DATASET=fashion-mnist stops, saying how to get it).
@@ -56,33 +56,37 @@ finn-setup: .venv-finn/.stamp
 	.venv-finn/bin/pip install -q --no-deps -r requirements-finn.txt
 	touch $@
 
-train: setup
+train: setup check-args
 	$(PY) -m model.train --model '$(MODEL)' --dataset $(DATASET) $(if $(CKPT),--ckpt '$(CKPT)') $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(FORCE),--force)
 
 export: setup
 	$(PY) -m model.export --model '$(MODEL)' --dataset $(DATASET) $(if $(VERIFY),--verify-images $(VERIFY))
+
+# a bad MODEL or BOARD stops here, before anything trains
+check-args: setup
+	@$(PY) -m bitlens.check --model '$(MODEL)' --board $(BOARD)
 
 # sim, bitstream and demo need the streamlined graph: train and export it when it is missing
 build/$(MDIR)/streamlined.onnx: | setup
 	$(PY) -m model.train --model '$(MODEL)' --dataset $(DATASET) $(if $(CKPT),--ckpt '$(CKPT)') $(if $(EPOCHS),--epochs $(EPOCHS))
 	$(PY) -m model.export --model '$(MODEL)' --dataset $(DATASET) $(if $(VERIFY),--verify-images $(VERIFY))
 
-bitstream: setup build/$(MDIR)/streamlined.onnx
+bitstream: setup check-args build/$(MDIR)/streamlined.onnx
 	$(PY) -m hw.build --model '$(MODEL)' --board $(BOARD) $(HWOPTS)
 
-sim: setup build/$(MDIR)/streamlined.onnx
+sim: setup check-args build/$(MDIR)/streamlined.onnx
 	$(PY) -m sim.run --model '$(MODEL)' --board $(BOARD) --images $(IMAGES) $(if $(RTL),--rtl $(RTL),$(HWOPTS)) $(if $(HARNESS),--harness $(HARNESS))
 
 # FINN's builder steps that need no Vivado on the model's FINN folder, FINN's Python model checked
 # against the reference after each step (build/<model>/<board>/finn/finn_check.json)
 FINN_IMAGES ?= 500
 # (MODEL may hold ':' as in bnn-pynq:tfc_1w1a, so the graph's folder is its slug, as model.paths has it)
-finn-check: setup finn-setup build/$(MDIR)/streamlined.onnx
+finn-check: setup check-args finn-setup build/$(MDIR)/streamlined.onnx
 	$(PY) -m hw.finn_check --model '$(MODEL)' --board $(BOARD) --images $(FINN_IMAGES) $(HWOPTS)
 
 # The report compares BNN and twin over SEEDS; missing seeds are trained and exported first
 # (seed 0 is verified on the full test set by `make export`, extra seeds on 200 images).
-seeds: setup
+seeds: setup check-args
 	@twin='$(TWIN)'; for s in $(SEEDS); do \
 	  $(PY) -m model.train --model '$(MODEL)' --dataset $(DATASET) --seed $$s $(if $(EPOCHS),--epochs $(EPOCHS)) || exit 1; \
 	  [ -z "$$twin" ] || $(PY) -m model.train --model "$$twin" --dataset $(DATASET) --seed $$s $(if $(EPOCHS),--epochs $(EPOCHS)) || exit 1; \
