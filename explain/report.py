@@ -3,18 +3,20 @@
 Explains the BNN (the bit-exact reference built from build/<M>/streamlined.onnx, per seed where
 present) and its full-precision twin on a fixed class-balanced test subset with every method,
 scores the maps, restates the three BNN-saliency findings as numbers with a verdict, and writes
-build/<M>/<B>/report/index.html (one self-contained page) and report.json.
+build/<M>/<B>/report/index.html (one self-contained page, rendered from templates/report.html)
+and report.json.
 """
 import argparse
 import base64
-import html
 import io
 import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import jinja2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -526,18 +528,14 @@ def _figures(res):
     return figs
 
 
-def _fmt(v, nd=3):
+def fmt(v, nd=3):
+    """A number as the report prints it: 3 decimals, small values in 3 significant digits; None
+    is a dash. Not HTML: the template escapes what it prints."""
     if v is None:
         return "—"
     if isinstance(v, float):
         return "nan" if not np.isfinite(v) else f"{v:.{nd}g}" if abs(v) < 1e-3 and v != 0 else f"{v:.{nd}f}"
-    return html.escape(str(v))
-
-
-def _ci(d):
-    if d is None:
-        return "—"
-    return f"{_fmt(d['mean'])} <small>[{_fmt(d['ci_bootstrap'][0])}, {_fmt(d['ci_bootstrap'][1])}]</small>"
+    return str(v)
 
 
 def _flat(d, prefix=""):
@@ -550,119 +548,48 @@ def _flat(d, prefix=""):
     return out
 
 
+@dataclass
+class HwRow:
+    """One line of the hardware summary: `text` (in a span of class `status`, "ok"/"no", when
+    set), then `rest`, a small `note` and a `code` command when not None."""
+    name: str
+    text: str
+    status: str | None = None
+    rest: str = ""
+    note: str | None = None
+    code: str | None = None
+
+
 def _hw_summary(hw, hw_equal, hw_reason):
     """The few hardware numbers a reader wants first: fit, clock, rate, and the proofs of equality."""
-    e = html.escape
     res, sim, est = (hw[k].get("data") if hw.get(k, {}).get("status") == "ok" else None
                      for k in ("resources", "sim", "estimates"))
     rows = []
     if res:
-        rows.append(("device", f"{e(str(res.get('board')))}: {e(str(res.get('part')))} {e(str(res.get('package', '')))} "
-                               f"<small>({e(str(res.get('flow', '')))})</small>"))
+        rows.append(HwRow("device", f"{res.get('board')}: {res.get('part')} {res.get('package', '')}",
+                          note=f"({res.get('flow', '')})"))
         used, avail = res.get("used", {}), res.get("available", {})
         est_total = (est or {}).get("total", {})
         for k in ("lut", "ff", "bram", "dsp"):
             if used.get(k) is not None:
                 share = f" ({100 * used[k] / avail[k]:.1f} %)" if avail.get(k) else ""
-                guess = f" <small>analytic estimate {est_total[k]}</small>" if est_total.get(k) is not None else ""
-                rows.append((k.upper(), f"{used[k]} / {avail.get(k, '?')}{share}{guess}"))
+                guess = f"analytic estimate {est_total[k]}" if est_total.get(k) is not None else None
+                rows.append(HwRow(k.upper(), f"{used[k]} / {avail.get(k, '?')}{share}", note=guess))
         if res.get("fmax_mhz") is not None:
-            rows.append(("Fmax", f"{_fmt(res['fmax_mhz'])} MHz <small>(clock {_fmt((est or {}).get('clock_mhz'))} MHz)</small>"))
+            rows.append(HwRow("Fmax", f"{fmt(res['fmax_mhz'])} MHz", note=f"(clock {fmt((est or {}).get('clock_mhz'))} MHz)"))
     if est:
-        rows.append(("initiation interval", f"{est.get('analytic_ii')} cycles; {_fmt(est.get('fps'), 1)} images/s at "
-                                            f"{_fmt(est.get('clock_mhz'))} MHz; latency {est.get('latency_cycles')} cycles"))
+        rows.append(HwRow("initiation interval", f"{est.get('analytic_ii')} cycles; {fmt(est.get('fps'), 1)} images/s at "
+                                                 f"{fmt(est.get('clock_mhz'))} MHz; latency {est.get('latency_cycles')} cycles"))
     if sim:
-        ok = "ok" if sim.get("equal") else "no"
-        rows.append(("simulation", f"<span class={ok}>{sim.get('images')} test images, equal to the reference: "
-                                   f"{sim.get('equal')}</span> ({e(str(sim.get('simulator')))}, {_fmt(sim.get('seconds'), 1)} s)"))
-        rows.append(("measured cycles/image", f"{_fmt(sim.get('cycles_per_image'), 1)} vs analytic {sim.get('analytic_ii')}"))
-    rows.append(("occlusion on hardware", f"{_fmt(hw_equal)} <small>{e(hw_reason)}</small>"))
+        rows.append(HwRow("simulation", f"{sim.get('images')} test images, equal to the reference: {sim.get('equal')}",
+                          status="ok" if sim.get("equal") else "no",
+                          rest=f" ({sim.get('simulator')}, {fmt(sim.get('seconds'), 1)} s)"))
+        rows.append(HwRow("measured cycles/image", f"{fmt(sim.get('cycles_per_image'), 1)} vs analytic {sim.get('analytic_ii')}"))
+    rows.append(HwRow("occlusion on hardware", fmt(hw_equal), note=hw_reason))
     for key, v in hw.items():
         if v["status"] != "ok":
-            rows.append((key, f"{e(v['status'])}: <code>{e(v.get('command', v.get('reason', '')))}</code>"))
-    return "<table>" + "".join(f"<tr><th>{e(a)}</th><td>{b}</td></tr>" for a, b in rows) + "</table>"
-
-
-def render_html(res, board, hw, hw_equal, hw_reason, figs):
-    e = html.escape
-    P = []
-    P.append(f"<!doctype html><html><head><meta charset='utf-8'><title>BitLens {e(res['model'])} on {e(board)}</title>"
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}table{border-collapse:collapse;margin:.5em 0}"
-             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}th{background:#eee}.ok{color:#070}.no{color:#a00}"
-             "small{color:#666}img{max-width:100%}</style></head><body>")
-    P.append(f"<h1>BitLens report: {e(res['model'])} vs {e(res['twin'])} on {e(board)}</h1>")
-    P.append(f"<p>Dataset: <b>{e(res.get('dataset', 'mnist'))}</b>. {res['n_images']} class-balanced test images; seeds BNN {len(res['models']['bnn'])}, FPNN {len(res['models']['fp'])}. "
-             f"BNN explained as: {e(', '.join(sorted(set(res['models']['bnn'].values()))))}. Gradients of the BNN are the "
-             "straight-through surrogate (sign → identity where |pre-activation| ≤ 1). Intervals: [bootstrap 95 % over images]; "
-             "t-intervals over seeds are in report.json.</p>")
-    for n in res.get("notes", []):
-        P.append(f"<p><b>note:</b> {e(n)}</p>")
-    P.append("<h2>Accuracy</h2><table><tr><th>model</th><th>seed</th><th>eval subset</th><th>test (train.json)</th></tr>")
-    for kind in KINDS:
-        for s, a in res["accuracy"][kind].items():
-            P.append(f"<tr><td>{e(res['model'] if kind == 'bnn' else res['twin'])}</td><td>{s}</td><td>{_fmt(a['eval_subset'])}</td><td>{_fmt(a['test'])}</td></tr>")
-    P.append(f"</table><img src='data:image/png;base64,{figs['accuracy']}'>")
-    P.append("<h2>Hardware</h2>" + _hw_summary(hw, hw_equal, hw_reason))
-    P.append("<details><summary>every hardware field</summary><table><tr><th>source</th><th>field</th><th>value</th></tr>")
-    for key, v in hw.items():
-        if v["status"] == "ok":
-            for k, val in _flat(v["data"]):
-                P.append(f"<tr><td>{e(key)}</td><td>{e(k)}</td><td>{_fmt(val)}</td></tr>")
-    P.append("</table></details>")
-    P.append("<h2>Findings (Widdicombe &amp; Julier 2021) as numbers</h2><table><tr><th>claim</th><th>numbers</th><th>verdict</th></tr>")
-    for k, fd in res["findings"].items():
-        nums = {a: b for a, b in _flat(fd) if a not in ("claim", "verdict", "rule")}
-        txt = "<br>".join(f"{e(a)} = {_fmt(b)}" for a, b in nums.items())
-        cls = "ok" if fd["verdict"] == "supported" else "no"
-        P.append(f"<tr><td>{e(fd['claim'])}<br><small>{e(fd.get('rule', ''))}</small></td><td>{txt}</td><td class={cls}>{e(fd['verdict'])}</td></tr>")
-    P.append("</table>")
-    skipped = [(k, m, r) for k, d in res["skipped"].items() for m, r in d.items()]
-    if skipped:
-        P.append("<h3>Skipped methods</h3><ul>" + "".join(f"<li>{e(m)} ({k.upper()}): {e(r)}</li>" for k, m, r in skipped) + "</ul>")
-    P.append("<h2>Maps (seed of each kind with the lowest number)</h2><p>Sign conventions: "
-             + ", ".join(f"{e(m)}: {e(s)}" for m, s in SIGN.items()) + "; lrp_raw = LRP before canonization.</p>")
-    for m in res["compared"]:
-        P.append(f"<img src='data:image/png;base64,{figs['gallery_' + m]}'>")
-    met = res["metrics"]
-    P.append("<h2>Noise</h2>")
-    if "noise" in figs:
-        P.append(f"<img src='data:image/png;base64,{figs['noise']}'>")
-    P.append("<table><tr><th>method</th><th>TV BNN</th><th>TV FPNN</th><th>p (Holm)</th><th>HF BNN</th><th>HF FPNN</th><th>p (Holm)</th></tr>")
-    for m, d in met["noise"].items():
-        t = met["tests"][m]
-        P.append(f"<tr><td>{e(m)}</td><td>{_ci(d['bnn']['total_variation'])}</td><td>{_ci(d['fp']['total_variation'])}</td><td>{_fmt(t['total_variation']['p_holm'])}</td>"
-                 f"<td>{_ci(d['bnn']['high_frequency_energy'])}</td><td>{_ci(d['fp']['high_frequency_energy'])}</td><td>{_fmt(t['high_frequency_energy']['p_holm'])}</td></tr>")
-    P.append("</table><h2>Similarity BNN vs FPNN (Spearman / SSIM / top-10 %) with reference levels</h2>"
-             "<table><tr><th>method</th><th>metric</th><th>BNN vs FPNN</th><th>FPNN seed-to-seed (ceiling)</th><th>BNN seed-to-seed</th><th>permuted (floor)</th><th>BNN vs Sobel</th><th>FPNN vs Sobel</th></tr>")
-    for m, d in met["similarity"].items():
-        for sname, v in d.items():
-            P.append(f"<tr><td>{e(m)}</td><td>{sname}</td><td>{_ci(v['bnn_vs_fp'])}</td><td>{_ci(v['fp_seed_to_seed'])}</td><td>{_ci(v['bnn_seed_to_seed'])}</td>"
-                     f"<td>{_ci(v['floor_permuted'])}</td><td>{_ci(v['bnn_vs_sobel'])}</td><td>{_ci(v['fp_vs_sobel'])}</td></tr>")
-    P.append("</table><h2>Faithfulness (probability of the label)</h2><table><tr><th>method</th><th>deletion AUC BNN ↓</th><th>FPNN ↓</th><th>insertion AUC BNN ↑</th><th>FPNN ↑</th></tr>")
-    for m, d in met["faithfulness"].items():
-        P.append(f"<tr><td>{e(m)}</td><td>{_ci(d['bnn']['deletion_auc'])}</td><td>{_ci(d['fp']['deletion_auc'])}</td><td>{_ci(d['bnn']['insertion_auc'])}</td><td>{_ci(d['fp']['insertion_auc'])}</td></tr>")
-    P.append("</table>")
-    if "lrp_canonization" in met:
-        P.append("<h2>LRP before vs after canonization</h2><table><tr><th>model</th>" + "".join(f"<th>{e(k)}</th>" for k in next(iter(met["lrp_canonization"].values()))) + "</tr>")
-        for kind, d in met["lrp_canonization"].items():
-            P.append(f"<tr><td>{kind.upper()}</td>" + "".join(f"<td>{_fmt(v)}</td>" for v in d.values()) + "</tr>")
-        P.append("</table>")
-    if res["ig_delta"]:
-        P.append("<p>Integrated-gradients completeness |delta| (mean): " + ", ".join(
-            f"{k.upper()} {_fmt(float(np.mean(list(v['integrated_gradients'].values()))))}" for k, v in res["ig_delta"].items()) + "</p>")
-    P.append(f"<h2>Sanity: cascading randomisation</h2><img src='data:image/png;base64,{figs['sanity']}'>")
-    P.append("<h2>Final layer: class-specific feature subsets (90 % of each class's decisions kept)</h2><table><tr><th>model</th><th>seed</th><th>features</th><th>mean subset size</th><th>sizes per class</th><th>full acc.</th><th>restricted acc.</th><th>ranked by</th></tr>")
-    for kind, d in res["final_layer"].items():
-        for r in d["per_seed"]:
-            if "skipped" in r:
-                P.append(f"<tr><td>{kind.upper()}</td><td>{r['seed']}</td><td colspan=6>skipped: {e(r['skipped'])}</td></tr>")
-            else:
-                P.append(f"<tr><td>{kind.upper()}</td><td>{r['seed']}</td><td>{r['features']}</td><td>{_fmt(r['mean_subset_size'])}</td>"
-                         f"<td>{e(' '.join(str(v) for v in r['subset_sizes'].values()))}</td><td>{_fmt(r['full_accuracy'])}</td><td>{_fmt(r['restricted_accuracy'])}</td><td>{e(r['ranked_by'])}</td></tr>")
-    P.append("</table>")
-    P.append(_gradreg_html(res.get("gradient_regularisation") or {}, e))
-    P.append(f"<p><small>computed in {res['seconds']} s</small></p></body></html>")
-    return "\n".join(P)
+            rows.append(HwRow(key, f"{v['status']}: ", code=str(v.get("command", v.get("reason", "")))))
+    return rows
 
 
 GRADREG_ROWS = (("cosine_gradient_vs_guided", "cos(gradient, guided backprop) ↑"),
@@ -671,21 +598,63 @@ GRADREG_ROWS = (("cosine_gradient_vs_guided", "cos(gradient, guided backprop) �
                 ("deletion_auc", "deletion AUC ↓"), ("insertion_auc", "insertion AUC ↑"))
 
 
-def _gradreg_html(study, e):
-    head = "<h2>Gradient regularisation (plain input gradient pulled towards guided backprop)</h2>"
+def _gradreg_context(study):
+    """The gradient-regularisation study as the template's rows (or its 'not run' command)."""
     if study.get("status") == "not run":
-        return head + f"<p>not run: <code>{e(study['command'])}</code></p>"
-    P = [head, f"<p>lambda {study['lam']:g}; both variants trained {study.get('epochs')} epoch(s) on "
-               f"{study.get('train_images')} training images (seed 0); {study['images']} test images; mean [95 % bootstrap interval], "
-               "paired Wilcoxon p</p><table><tr><th>model</th><th>metric</th><th>plain</th><th>regularised</th><th>p</th></tr>"]
-    for kind, k in study["kinds"].items():
+        return dict(status="not run", command=study["command"])
+    rows = []
+    for k in study["kinds"].values():
         for key, label in GRADREG_ROWS:
-            a, b = k[key]["plain"], k[key]["gradreg"]
-            P.append(f"<tr><td>{e(k['name'])}</td><td>{e(label)}</td><td>{_fmt(a['mean'])} [{_fmt(a['ci'][0])}, {_fmt(a['ci'][1])}]</td>"
-                     f"<td>{_fmt(b['mean'])} [{_fmt(b['ci'][0])}, {_fmt(b['ci'][1])}]</td><td>{_fmt(k[key]['p_wilcoxon'])}</td></tr>")
+            rows.append(dict(model=k["name"], metric=label, interval=True, plain=k[key]["plain"],
+                             gradreg=k[key]["gradreg"], p=k[key]["p_wilcoxon"]))
         acc = k["test_accuracy"]
-        P.append(f"<tr><td>{e(k['name'])}</td><td>test accuracy</td><td>{_fmt(acc['plain'])}</td><td>{_fmt(acc['gradreg'])}</td><td></td></tr>")
-    return "\n".join(P) + "</table>"
+        rows.append(dict(model=k["name"], metric="test accuracy", interval=False, plain=acc["plain"], gradreg=acc["gradreg"]))
+    return dict(status="ok", lam=f"{study['lam']:g}", epochs=study.get("epochs"), train_images=study.get("train_images"),
+                images=study["images"], rows=rows)
+
+
+def page_context(res, board, hw, hw_equal, hw_reason, figs):
+    """What the page shows: the numbers and verdicts of `res`, the hardware facts, and the
+    figures as base64 PNGs."""
+    met = res["metrics"]
+    lrp = met.get("lrp_canonization")
+    return dict(
+        model=res["model"], twin=res["twin"], board=board, dataset=res.get("dataset", "mnist"),
+        n_images=res["n_images"], seeds={k: len(res["models"][k]) for k in KINDS},
+        explained_as=sorted(set(res["models"]["bnn"].values())), notes=res.get("notes", []),
+        accuracy=[dict(model=res["model"] if kind == "bnn" else res["twin"], seed=s, eval_subset=a["eval_subset"], test=a["test"])
+                  for kind in KINDS for s, a in res["accuracy"][kind].items()],
+        figs=figs, hardware=_hw_summary(hw, hw_equal, hw_reason),
+        hardware_fields=[(key, k, val) for key, v in hw.items() if v["status"] == "ok" for k, val in _flat(v["data"])],
+        findings=[dict(claim=fd["claim"], rule=fd.get("rule", ""), verdict=fd["verdict"],
+                       numbers=[(a, b) for a, b in _flat(fd) if a not in ("claim", "verdict", "rule")])
+                  for fd in res["findings"].values()],
+        skipped=[(k, m, r) for k, d in res["skipped"].items() for m, r in d.items()],
+        signs=list(SIGN.items()), compared=list(res["compared"]),
+        noise=[dict(method=m, tv_bnn=d["bnn"]["total_variation"], tv_fp=d["fp"]["total_variation"],
+                    tv_p=met["tests"][m]["total_variation"]["p_holm"], hf_bnn=d["bnn"]["high_frequency_energy"],
+                    hf_fp=d["fp"]["high_frequency_energy"], hf_p=met["tests"][m]["high_frequency_energy"]["p_holm"])
+               for m, d in met["noise"].items()],
+        similarity=[dict(method=m, metric=sname, v=v) for m, d in met["similarity"].items() for sname, v in d.items()],
+        faithfulness=list(met["faithfulness"].items()),
+        lrp_canonization=dict(columns=list(next(iter(lrp.values()))), rows=[(kind, list(d.values())) for kind, d in lrp.items()])
+        if lrp else None,
+        ig_delta=[(k, float(np.mean(list(v["integrated_gradients"].values())))) for k, v in res["ig_delta"].items()]
+        if res["ig_delta"] else [],
+        final_layer=[(kind, r) for kind, d in res["final_layer"].items() for r in d["per_seed"]],
+        gradreg=_gradreg_context(res.get("gradient_regularisation") or {}),
+        seconds=res["seconds"])
+
+
+# the page's HTML lives in templates/report.html beside this file; autoescaping makes every
+# name and message from the data text, never markup
+TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),
+                               autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+TEMPLATES.filters["fmt"] = fmt
+
+
+def render_html(res, board, hw, hw_equal, hw_reason, figs):
+    return TEMPLATES.get_template("report.html").render(page_context(res, board, hw, hw_equal, hw_reason, figs))
 
 
 def gradreg_study(model, root):

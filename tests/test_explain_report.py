@@ -202,11 +202,37 @@ def test_hardware_summary_shows_fit_rate_and_equality():
               sim=dict(status="not run", command="make sim MODEL=tfc-w1a1 BOARD=ulx3s"),
               estimates=ok(dict(analytic_ii=196, fps=127551.0, clock_mhz=25.0, latency_cycles=612,
                                 total=dict(lut=7374, ff=2184, bram=18))))
-    page = R._hw_summary(hw, True, "1700 images")
-    assert "10609 / 83640 (12.7 %)" in page and "analytic estimate 7374" in page
-    assert "41.280 MHz" in page and "196 cycles" in page
-    assert "make sim MODEL=tfc-w1a1 BOARD=ulx3s" in page and "equal to the reference" not in page
+    rows = {r.name: r for r in R._hw_summary(hw, True, "1700 images")}
+    assert rows["LUT"].text == "10609 / 83640 (12.7 %)" and rows["LUT"].note == "analytic estimate 7374"
+    assert rows["Fmax"].text == "41.280 MHz" and "196 cycles" in rows["initiation interval"].text
+    assert rows["sim"].code == "make sim MODEL=tfc-w1a1 BOARD=ulx3s" and "simulation" not in rows
     hw["sim"] = ok(dict(images=10000, equal=False, simulator="verilator", seconds=54.8, cycles_per_image=196.0,
                         analytic_ii=196))
-    page = R._hw_summary(hw, None, "")
-    assert "<span class=no>10000 test images, equal to the reference: False" in page
+    sim = {r.name: r for r in R._hw_summary(hw, None, "")}["simulation"]
+    assert sim.status == "no" and sim.text == "10000 test images, equal to the reference: False"
+
+
+def _page(res, model, figs):
+    hw = dict(resources=dict(status="not run", command=f"make bitstream MODEL={model} BOARD=ulx3s"))
+    return R.render_html(dict(res, model=model), "ulx3s", hw, None, "no <b>graph</b>", figs)
+
+
+def test_page_escapes_names_and_shows_every_verdict(tmp_path):
+    """Names and messages from the data are text on the page, never markup; each finding's claim
+    and verdict is shown, supported ones in the 'ok' colour."""
+    res = R.compute("tfc-w1a1", StandIns(tmp_path, conv=False), n_images=10, methods=["gradient", "smoothgrad"],
+                    options=OPTS, sanity_images=4, progress=False)
+    res["findings"]["gradient_similar"]["verdict"] = "supported"
+    res["notes"] = ["seed 1 <img src=x onerror=alert(1)>"]
+    res["gradient_regularisation"] = R.gradreg_study("tfc-w1a1", tmp_path)
+    figs = dict(accuracy="QUND", sanity="U0FO", **{f"gallery_{m}": "R0FM" for m in res["compared"]})
+    bad = "tfc<script>alert('x')</script>"
+    page = _page(res, bad, figs)
+    assert "<script" not in page and "<img src=x" not in page and "<b>graph</b>" not in page
+    assert "tfc&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page and "no &lt;b&gt;graph&lt;/b&gt;" in page
+    assert f"<title>BitLens {bad.replace('<', '&lt;').replace('>', '&gt;').replace(chr(39), '&#39;')} on ulx3s</title>" in page
+    for fd in res["findings"].values():
+        cls = "ok" if fd["verdict"] == "supported" else "no"
+        assert f"<td class={cls}>{fd['verdict']}</td>" in page and fd["claim"] in page
+    assert "<td class=ok>supported</td>" in page
+    assert page.count("data:image/png;base64,") == 2 + len(res["compared"]) and "data:image/png;base64,R0FM" in page

@@ -2,6 +2,9 @@
 remainders of row and neuron blocks, word counts with their own unrolled copies, counter
 flushes, strides, thresholds at +-inf and exactly on an accumulator value; and the portable
 (no AVX2) build against the default one."""
+import ctypes
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -221,6 +224,23 @@ def test_default_build_is_the_native_one(tmp_path):
     back to the portable flags without a word."""
     first = kernels._build(flag_sets=[["-march=native", "-fopenmp"]], cache=tmp_path)
     assert first is not None and first.name == kernels._build(cache=tmp_path).name
+
+
+def test_an_edit_of_kernels_c_rebuilds(tmp_path, monkeypatch):
+    """The cache is keyed by kernels.c's content: an edited file compiles to a new library
+    instead of loading the one built from the old text."""
+    first = kernels._build(flag_sets=[[]], cache=tmp_path / "cache")
+    edited = tmp_path / "kernels.c"
+    edited.write_text(kernels.SOURCE.read_text() + "\nint bitlens_edit_marker(void) { return 7; }\n")
+    monkeypatch.setattr(kernels, "SOURCE", edited)
+    second = kernels._build(flag_sets=[[]], cache=tmp_path / "cache")
+    assert second is not None and second != first
+    assert ctypes.CDLL(str(second)).bitlens_edit_marker() == 7
+
+
+def test_block_size_agrees_with_kernels_c():
+    """Python lays the weights out in blocks of NB neurons; the C reads them with its own NB."""
+    assert re.search(r"^#define NB (\d+)", kernels.SOURCE.read_text(), re.M).group(1) == str(kernels.NB)
 
 
 def test_portable_build_matches(tmp_path):
