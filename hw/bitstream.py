@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hw.boards import Board
+from model import publish
 
 REPO = Path(__file__).resolve().parent.parent
 RTL = Path(__file__).resolve().parent / "rtl"
@@ -44,6 +46,16 @@ def _tool_path(name: str) -> str:
     return found
 
 
+def die_with_parent():
+    """In a tool's child process (preexec_fn): the kernel sends it SIGKILL when the Python process
+    that started it dies, even by kill -9, so no yosys/nextpnr is left running on its own."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass                                                          # not Linux: best effort
+
+
 def run_tool(name: str, args, cwd: Path, log_path: Path, label: str = "") -> str:
     """Run a yowasp tool in `cwd` (paths in args relative to it), log to log_path, return the log.
     Raises ToolError with the log's tail when the tool exits non-zero."""
@@ -54,7 +66,7 @@ def run_tool(name: str, args, cwd: Path, log_path: Path, label: str = "") -> str
     print(f"  {label or name}: {name} {' '.join(str(a) for a in args[:6])}{' ...' if len(args) > 6 else ''}",
           flush=True)
     proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, errors="replace")
+                          text=True, errors="replace", preexec_fn=die_with_parent)
     Path(log_path).write_text(proc.stdout)
     if proc.returncode != 0:
         tail = "\n".join(proc.stdout.strip().splitlines()[-15:])
@@ -68,10 +80,7 @@ def rel(path: Path, start: Path) -> str:
 
 
 def atomic_write_text(path: Path, text: str):
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    publish.atomic_text(path, text)
 
 
 def atomic_write_json(path: Path, obj):

@@ -8,7 +8,6 @@ build/<M>/<B>/hw/), then
   the design does not fit the part), and the FINN build folder build/<M>/<B>/finn/; runs it when
   FINN_ROOT points to a FINN checkout, otherwise exits 2 saying how to run it.
 """
-import argparse
 import os
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from hw.boards import BOARDS, DEFAULT_BOARD, get_board
 from hw.compile import compile_graph, load_folding
-from model import paths
+from model import cli, paths, publish
 
 REPO = Path(__file__).resolve().parent.parent
 EXIT_FINN_NOT_RUN = 2
@@ -38,10 +37,15 @@ def output_affine_exact(streamlined: Path):
     return bool((scale > 0).all() and (scale == scale[0]).all() and (bias == bias[0]).all())
 
 
-def compile_rtl(model: str, board, folding, target_fps):
+def _show(p: Path) -> str:
+    p = Path(p)
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
+
+
+def compile_rtl(model: str, board, folding, target_fps, out=None):
     streamlined = paths.streamlined(model)
-    out = paths.board_dir(model, board.name) / "hw"
-    print(f"[compile] {streamlined.relative_to(REPO)} -> {out.relative_to(REPO)}", flush=True)
+    out = Path(out) if out else paths.board_dir(model, board.name) / "hw"
+    print(f"[compile] {_show(streamlined)} -> {_show(paths.board_dir(model, board.name) / 'hw')}", flush=True)
     info = compile_graph(str(streamlined), str(out), board=board.name, folding=folding, target_fps=target_fps)
     return out, info
 
@@ -51,37 +55,42 @@ def build(model: str, board_name: str, folding_path=None, target_fps=None, baud=
     board = get_board(board_name)
     streamlined = paths.streamlined(model)
     if not streamlined.exists():
-        raise BuildError(f"{streamlined.relative_to(REPO)} missing: run `make export MODEL={model}` first")
+        raise BuildError(f"{_show(streamlined)} missing: run `make export MODEL={model}` first")
     folding = load_folding(folding_path)
     if target_fps is not None and target_fps <= 0:
         raise BuildError(f"--target-fps must be positive, got {target_fps}")
     board_dir = paths.board_dir(model, board.name)
-    board_dir.mkdir(parents=True, exist_ok=True)
-    hw_dir, info = compile_rtl(model, board, folding, target_fps)
+    hw_final = board_dir / "hw"
 
     if board.vendor == "lattice":
         from hw.bitstream import atomic_write_json, build_lattice
         from hw.host import output_affine
-        res = build_lattice(hw_dir / "rtl", board_dir, board, baud=baud, freq_mhz=freq_mhz,
-                            affine=output_affine(streamlined))
-        res["led_class_exact"] = res["wrapper_params"].get("USE_RANK") == 1 or output_affine_exact(streamlined)
-        res["model"] = model
-        res["seconds"] = round(time.time() - t0, 1)
-        atomic_write_json(board_dir / "resources.json", res)
-        print(f"bitstream: {(board_dir / 'bitstream.bit').relative_to(REPO)}  "
-              f"(program: openFPGALoader -b {board.name} {(board_dir / 'bitstream.bit').relative_to(REPO)}; "
+        # hw/, board/, bitstream.bit and resources.json are built in a staging folder and swapped
+        # in together: a failed or killed build leaves the previous matching set (model.publish)
+        with publish.staging(board_dir, "build") as stage:
+            hw_dir, info = compile_rtl(model, board, folding, target_fps, stage / "hw")
+            res = build_lattice(hw_dir / "rtl", stage, board, baud=baud, freq_mhz=freq_mhz,
+                                affine=output_affine(streamlined))
+            res["led_class_exact"] = res["wrapper_params"].get("USE_RANK") == 1 or output_affine_exact(streamlined)
+            res["model"] = model
+            res["seconds"] = round(time.time() - t0, 1)
+            atomic_write_json(stage / "resources.json", res)
+        print(f"bitstream: {_show(board_dir / 'bitstream.bit')}  "
+              f"(program: openFPGALoader -b {board.name} {_show(board_dir / 'bitstream.bit')}; "
               f"run: python -m hw.host --model {model} --port /dev/ttyUSB0)")
         return 0
 
     from hw.finn_folder import run_finn, write_finn_folder
     from hw.xilinx import xilinx_resources
     from hw.bitstream import atomic_write_json
-    res = xilinx_resources(hw_dir / "rtl", board_dir, board)
-    res["seconds"] = round(time.time() - t0, 1)      # compile + synth_xilinx
-    atomic_write_json(board_dir / "resources.json", res)
+    with publish.staging(board_dir, "build", drop=("bitstream.bit", "board")) as stage:
+        hw_dir, info = compile_rtl(model, board, folding, target_fps, stage / "hw")
+        res = xilinx_resources(hw_dir / "rtl", stage, board)
+        res["seconds"] = round(time.time() - t0, 1)      # compile + synth_xilinx
+        atomic_write_json(stage / "resources.json", res)
     folder = write_finn_folder(model, board, board_dir / "finn", streamlined, info["folding"],
-                               target_fps=target_fps, folding_source=str((hw_dir / "folding.json").relative_to(REPO)))
-    print(f"[finn] wrote {folder.relative_to(REPO)}/: model.onnx, dataflow_build_config.json, "
+                               target_fps=target_fps, folding_source=_show(hw_final / "folding.json"))
+    print(f"[finn] wrote {_show(folder)}/: model.onnx, dataflow_build_config.json, "
           f"folding_config.json, verify_*.npy, build.py, README.md", flush=True)
     finn_root = os.environ.get("FINN_ROOT")
     if finn_root and (Path(finn_root) / "run-docker.sh").exists():
@@ -93,23 +102,19 @@ def build(model: str, board_name: str, folding_path=None, target_fps=None, baud=
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m hw.build", description="Compile a BitLens model to Verilog, then build a bitstream (Lattice boards) or a resource estimate and FINN build folder (Xilinx boards).")
+    return cli.run(_main, argv)
+
+
+def _main(argv=None) -> int:
+    ap = cli.Parser(prog="python -m hw.build", description="Compile a BitLens model to Verilog, then build a bitstream (Lattice boards) or a resource estimate and FINN build folder (Xilinx boards).")
     ap.add_argument("--model", required=True, help="model name, e.g. tfc-w1a1 (build/<model>/)")
     ap.add_argument("--board", default=DEFAULT_BOARD, help=f"one of: {', '.join(BOARDS)}")
     ap.add_argument("--folding", help="folding config JSON keyed by MVAU_i (FINN format)")
-    ap.add_argument("--target-fps", type=float, help="let the compiler pick the folding for this rate")
-    ap.add_argument("--baud", type=int, help="UART baud for Lattice boards (default 1000000; must divide the clock)")
-    ap.add_argument("--freq", type=float, help="nextpnr target MHz (default the board clock)")
+    ap.add_argument("--target-fps", type=cli.positive_float, help="let the compiler pick the folding for this rate")
+    ap.add_argument("--baud", type=cli.positive_int, help="UART baud for Lattice boards (default 1000000; must divide the clock)")
+    ap.add_argument("--freq", type=cli.positive_float, help="nextpnr target MHz (default the board clock)")
     args = ap.parse_args(argv)
-    try:
-        return build(args.model, args.board, args.folding, args.target_fps, args.baud, args.freq)
-    except (ValueError, RuntimeError, OSError) as e:
-        msg = str(e).strip()
-        first, _, rest = msg.partition("\n")
-        print(f"error: {first}", file=sys.stderr)
-        if rest and os.environ.get("BITLENS_VERBOSE"):
-            print(rest, file=sys.stderr)
-        return 1
+    return build(args.model, args.board, args.folding, args.target_fps, args.baud, args.freq)
 
 
 if __name__ == "__main__":

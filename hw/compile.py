@@ -5,10 +5,8 @@ graph (qonnx) -> layer IR (Thresholding / SWG / MVAU / Pool) -> folding (given o
 
     python -m hw.compile --model tfc-w1a1 --board ulx3s [--folding F.json] [--target-fps N]
 """
-import argparse
 import json
 import math
-import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -18,7 +16,7 @@ import numpy as np
 
 from hw import units as U
 from hw.boards import DEFAULT_BOARD, get_board
-from model import paths
+from model import cli, paths, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 FIT_LIMIT = 0.8          # fraction of a part's LUT/FF/BRAM the chooser may fill (routing headroom)
@@ -439,7 +437,9 @@ def read_graph(onnx_path) -> Graph:
 def load_folding(folding):
     if folding is None:
         return None
+    where = ""
     if isinstance(folding, (str, Path)):
+        where = f"{folding}: "
         p = Path(folding)
         if not p.is_file():
             raise FoldingError(f"{p}: folding file not found")
@@ -448,7 +448,15 @@ def load_folding(folding):
         except ValueError as e:
             raise FoldingError(f"{p}: not JSON ({e})") from None
     if not isinstance(folding, dict):
-        raise FoldingError("folding must be a dict {\"Defaults\": {}, \"MVAU_i\": {\"PE\": p, \"SIMD\": s}}")
+        raise FoldingError(where + "folding must be a dict {\"Defaults\": {}, \"MVAU_i\": {\"PE\": p, \"SIMD\": s}}")
+    for key, val in folding.items():
+        if not isinstance(val, dict):
+            raise FoldingError(f"{where}entry '{key}' must be an object like {{\"PE\": 2, \"SIMD\": 4}}, "
+                               f"got {type(val).__name__}")
+        for k in ("PE", "SIMD"):
+            v = val.get(k)
+            if key != "Defaults" and v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise FoldingError(f"{where}{key}.{k} must be a positive whole number, got {json.dumps(v)}")
     return folding
 
 
@@ -723,10 +731,7 @@ def read_manifest(rtl_dir, keys=MANIFEST_KEYS):
 
 
 def _write(path, text):
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    publish.atomic_text(path, text)
 
 
 def _top_verilog(graph: Graph, in_w_pad, out_w_pad, mem, ii=None):
@@ -814,9 +819,7 @@ def write_rtl(graph: Graph, out_dir, est, board):
     need = ["fifo.v", "dwc.v", "mvau.v"] + (["thresholding.v"] if Thresholding in kinds else []) \
         + (["swg.v"] if SWG in kinds else []) + (["pad.v"] if padded else []) + (["pool.v"] if Pool in kinds else [])
     for f in need:
-        tmp = rtl / (f + ".tmp")
-        shutil.copyfile(U.RTL_DIR / f, tmp)
-        os.replace(tmp, rtl / f)
+        publish.atomic_write(rtl / f, lambda tmp, f=f: shutil.copyfile(U.RTL_DIR / f, tmp))
         files.append(f)
     mem = {}
     for mv in graph.mvaus:
@@ -864,30 +867,36 @@ def compile_graph(onnx_path, out_dir, board=DEFAULT_BOARD, folding=None, target_
     if target_fps is not None:
         est["target_fps"] = target_fps
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = write_rtl(graph, out_dir, est, b)
-    fd = folding_dict(graph)
-    _write(out_dir / "folding.json", json.dumps(fd, indent=1))
-    _write(out_dir / "estimates.json", json.dumps(est, indent=1))
+    # built in a staging folder beside out_dir and swapped in whole: a failed or killed compile
+    # leaves the previous complete folder (model.publish)
+    with publish.staging(out_dir.parent, "hw") as stage:
+        work = stage / out_dir.name
+        work.mkdir()
+        manifest = write_rtl(graph, work, est, b)
+        fd = folding_dict(graph)
+        _write(work / "folding.json", json.dumps(fd, indent=1))
+        _write(work / "estimates.json", json.dumps(est, indent=1))
     return dict(manifest=manifest, estimates=est, folding=fd, out_dir=str(out_dir), graph=graph)
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    return cli.run(_main, argv)
+
+
+def _main(argv=None):
+    ap = cli.Parser(prog="python -m hw.compile", description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--board", default=DEFAULT_BOARD)
     ap.add_argument("--graph", help="streamlined graph (default build/<model>/streamlined.onnx)")
     ap.add_argument("--out", help="output folder (default build/<model>/<board>/hw)")
     ap.add_argument("--folding", help="FINN-format folding JSON")
-    ap.add_argument("--target-fps", type=float)
+    ap.add_argument("--target-fps", type=cli.positive_float)
     a = ap.parse_args(argv)
-    try:
-        graph = a.graph or paths.streamlined(a.model)
-        out = a.out or paths.board_dir(a.model, a.board) / "hw"
-        r = compile_graph(graph, out, a.board, a.folding, a.target_fps)
-    except (ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    graph = a.graph or paths.streamlined(a.model)
+    if not Path(graph).is_file():
+        raise CompileError(f"{graph}: no streamlined graph (run `make export MODEL={a.model}` first)")
+    out = a.out or paths.board_dir(a.model, a.board) / "hw"
+    r = compile_graph(graph, out, a.board, a.folding, a.target_fps)
     e = r["estimates"]
     for row in e["layers"]:
         print(f"{row['layer']:>10} {row['kind']:>5} cycles {row['cycles']:>8} LUT {row['lut']:>7} "

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from hw.boards import Board
+from model import publish
 from model.golden import expected_outputs, sample_images
 
 # DataflowBuildConfig fields as declared in FINN's build_dataflow_config.py (Xilinx/finn dev and
@@ -266,12 +267,6 @@ Folding used ({source}):
 """
 
 
-def _atomic_text(path: Path, text: str):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 FINN_PLUS = "finn-plus 1.6.1"     # the FINN the folder is checked with (requirements-finn.txt)
 
 
@@ -288,46 +283,44 @@ def write_finn_folder(model: str, board: Board, out_dir: Path, streamlined: Path
         raise FinnFolderError(f"{streamlined} missing: run `make export MODEL={model}`")
     out_dir = Path(out_dir).resolve()
     clock = clock_mhz or board.clock_mhz
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    graph = finn_graph(streamlined)
-    graph.save(str(tmp / "model.onnx"))
-    in_shape = graph.get_tensor_shape(graph.graph.input[0].name)
-    x, y = golden_data(streamlined, verify_images)
-    np.save(tmp / "verify_input.npy", x.reshape([len(x)] + list(in_shape[1:])))
-    np.save(tmp / "verify_expected_output.npy", y.reshape(len(y), -1))
-    fold = finn_folding(folding)
-    (tmp / "folding_config.json").write_text(json.dumps(fold, indent=2) + "\n")
-    cfg = {
-        "output_dir": "output_" + re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{model}_{board.name}"),
-        "synth_clk_period_ns": round(1000.0 / clock, 4),
-        "board": board.finn_board,
-        "shell_flow_type": "vivado_zynq",
-        "folding_config_file": "folding_config.json",
-        "generate_outputs": ["estimate_reports", "stitched_ip", "bitfile", "pynq_driver", "deployment_package"],
-        "standalone_thresholds": False,
-        "minimize_bit_width": False,
-        "auto_fifo_depths": True,
-        "save_intermediate_models": True,
-        "verify_steps": list(VERIFY_STEPS),
-        "verify_input_npy": "verify_input.npy",
-        "verify_expected_output_npy": "verify_expected_output.npy",
-    }
-    if target_fps:
-        cfg["target_fps"] = int(target_fps)
-    assert set(cfg) <= FINN_CONFIG_FIELDS and set(cfg["generate_outputs"]) <= set(FINN_OUTPUTS)
-    (tmp / "dataflow_build_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    (tmp / "build.py").write_text(BUILD_PY.format(
-        model=model, board=board.name, part=board.part, folder=out_dir, finn_plus=FINN_PLUS))
-    (tmp / "README.md").write_text(README.format(
-        model=model, board=board.name, part=board.part, clock=clock, finn_board=board.finn_board,
-        period=cfg["synth_clk_period_ns"], folder=out_dir, output_dir=cfg["output_dir"],
-        folding=json.dumps(fold, indent=2), source=folding_source, finn_plus=FINN_PLUS,
-        in_shape=tuple(in_shape), out_shape=tuple(graph.get_tensor_shape("acc_out")), n_verify=len(x)))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    # built in a staging folder and swapped in whole (model.publish)
+    with publish.staging(out_dir.parent, "finn") as stage:
+        tmp = stage / out_dir.name
+        tmp.mkdir()
+        graph = finn_graph(streamlined)
+        graph.save(str(tmp / "model.onnx"))
+        in_shape = graph.get_tensor_shape(graph.graph.input[0].name)
+        x, y = golden_data(streamlined, verify_images)
+        np.save(tmp / "verify_input.npy", x.reshape([len(x)] + list(in_shape[1:])))
+        np.save(tmp / "verify_expected_output.npy", y.reshape(len(y), -1))
+        fold = finn_folding(folding)
+        (tmp / "folding_config.json").write_text(json.dumps(fold, indent=2) + "\n")
+        cfg = {
+            "output_dir": "output_" + re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{model}_{board.name}"),
+            "synth_clk_period_ns": round(1000.0 / clock, 4),
+            "board": board.finn_board,
+            "shell_flow_type": "vivado_zynq",
+            "folding_config_file": "folding_config.json",
+            "generate_outputs": ["estimate_reports", "stitched_ip", "bitfile", "pynq_driver", "deployment_package"],
+            "standalone_thresholds": False,
+            "minimize_bit_width": False,
+            "auto_fifo_depths": True,
+            "save_intermediate_models": True,
+            "verify_steps": list(VERIFY_STEPS),
+            "verify_input_npy": "verify_input.npy",
+            "verify_expected_output_npy": "verify_expected_output.npy",
+        }
+        if target_fps:
+            cfg["target_fps"] = int(target_fps)
+        assert set(cfg) <= FINN_CONFIG_FIELDS and set(cfg["generate_outputs"]) <= set(FINN_OUTPUTS)
+        (tmp / "dataflow_build_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        (tmp / "build.py").write_text(BUILD_PY.format(
+            model=model, board=board.name, part=board.part, folder=out_dir, finn_plus=FINN_PLUS))
+        (tmp / "README.md").write_text(README.format(
+            model=model, board=board.name, part=board.part, clock=clock, finn_board=board.finn_board,
+            period=cfg["synth_clk_period_ns"], folder=out_dir, output_dir=cfg["output_dir"],
+            folding=json.dumps(fold, indent=2), source=folding_source, finn_plus=FINN_PLUS,
+            in_shape=tuple(in_shape), out_shape=tuple(graph.get_tensor_shape("acc_out")), n_verify=len(x)))
     return out_dir
 
 

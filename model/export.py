@@ -6,9 +6,8 @@ build/<model>/verify.json: the bit-exact reference against qonnx execution of th
 graph (every integer output must agree) and against the Brevitas float model (disagreements are
 counted and must all sit at threshold ties).
 """
-import argparse
 import contextlib
-import json
+import hashlib
 import os
 import sys
 import time
@@ -18,8 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from model import cli, publish, zoo
 from model import data as D
-from model import zoo
 from model.reference import Reference
 from model.streamline import StreamlineError, streamline, with_batch
 
@@ -28,9 +27,7 @@ TIE_TOL = 1e-3
 
 def export_qonnx_file(net, path: Path):
     from brevitas.export import export_qonnx
-    tmp = path.with_name(path.name + ".tmp.onnx")
-    export_qonnx(net.eval(), torch.zeros(1, *net.in_shape), str(tmp), dynamo=False)
-    os.replace(tmp, path)
+    export_qonnx(net.eval(), torch.zeros(1, *net.in_shape), str(path), dynamo=False)
 
 
 def _qonnx_one_by_one(args):
@@ -123,17 +120,26 @@ def export(name, dataset=None, seed=0, verify_images=None, data_dir=None, quiet=
                              f"(DATASET={trained_on}, or retrain with FORCE=1 DATASET={dataset})")
     dataset = trained_on
     net = zoo.load_trained(name, seed)
+    images, labels = D.load_split(dataset, "test", data_dir)    # a data error stops before any work
+    # model.qonnx.onnx, streamlined.onnx and verify.json are built in a staging folder and
+    # published together only once the reference equals qonnx on every image: a failed or killed
+    # export leaves the previous verified pair (model.publish)
+    with publish.staging(out, "export") as stage:
+        result = _export_into(stage, net, name, dataset, seed, images, labels, verify_images, quiet)
+    if not quiet:
+        print(f"{name}: published {out / 'model.qonnx.onnx'}, {out / 'streamlined.onnx'} and {out / 'verify.json'}")
+    return result
+
+
+def _export_into(out, net, name, dataset, seed, images, labels, verify_images, quiet):
     t0 = time.time()
     qpath, spath = out / "model.qonnx.onnx", out / "streamlined.onnx"
     export_qonnx_file(net, qpath)
     graph = streamline(qpath, name, dataset)
-    tmp = spath.with_name("streamlined.tmp.onnx")
-    graph.save(str(tmp))
-    os.replace(tmp, spath)
+    graph.save(str(spath))
     if not quiet:
-        print(f"{name}: wrote {qpath} and {spath} ({sum(1 for _ in graph.graph.node)} nodes)")
+        print(f"{name}: streamlined ({sum(1 for _ in graph.graph.node)} nodes); verifying")
 
-    images, labels = D.load_split(dataset, "test", data_dir)
     if verify_images:
         images, labels = images[:verify_images], labels[:verify_images]
     images = D.pad_images(images, net.in_shape[1])
@@ -168,31 +174,31 @@ def export(name, dataset=None, seed=0, verify_images=None, data_dir=None, quiet=
         reference_seconds=round(ref_seconds, 3),
         seconds=round(time.time() - t0, 1),
     )
-    tmp = out / "verify.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out / "verify.json")
     if not quiet:
         print(f"{name}: reference == qonnx on {result['reference_vs_qonnx_equal']}/{len(images)} images, "
               f"== Brevitas on {result['reference_vs_brevitas_equal']} ({result['ties']} ties, "
-              f"{unexplained} unexplained); accuracy {result['reference_accuracy']:.4f} -> {out / 'verify.json'}")
+              f"{unexplained} unexplained); accuracy {result['reference_accuracy']:.4f}")
     if result["reference_vs_qonnx_equal"] != len(images):
-        raise StreamlineError(f"{name}: reference and qonnx disagree on {len(images) - result['reference_vs_qonnx_equal']} images")
+        raise StreamlineError(f"{name}: reference and qonnx disagree on {len(images) - result['reference_vs_qonnx_equal']} "
+                              f"images; nothing published")
+    result["streamlined_sha256"] = hashlib.sha256(spath.read_bytes()).hexdigest()
+    publish.atomic_json(out / "verify.json", result)
     return result
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    return cli.run(_main, argv)
+
+
+def _main(argv=None):
+    p = cli.Parser(prog="python -m model.export", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tfc-w1a1")
     p.add_argument("--dataset", default=None, help="default: the one the model was trained on")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--verify-images", type=int, default=None, help="verify on the first N test images (default: all)")
+    p.add_argument("--seed", type=cli.nonneg_int, default=0)
+    p.add_argument("--verify-images", type=cli.positive_int, default=None, help="verify on the first N test images (default: all)")
     a = p.parse_args(argv)
-    try:
-        export(a.model, a.dataset, a.seed, a.verify_images, a.data_dir)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    export(a.model, a.dataset, a.seed, a.verify_images, a.data_dir)
     return 0
 
 

@@ -4,10 +4,14 @@ A name may be a zoo name (tfc-w1a1), FINN's zoo (bnn-pynq:tfc_1w1a) or a user's 
 (path/to/file.py:function), so the folder is a slug of it; the Makefile computes the same slug
 with sed.
 """
+import os
 import re
 from pathlib import Path
 
-BUILD = Path(__file__).resolve().parent.parent / "build"
+from model import publish
+
+# BITLENS_BUILD moves the whole build tree (tests use a temporary one)
+BUILD = Path(os.environ.get("BITLENS_BUILD") or Path(__file__).resolve().parent.parent / "build")
 
 
 def slug(name: str) -> str:
@@ -23,9 +27,13 @@ def model_dir(name: str, seed: int = 0, root: Path | None = None) -> Path:
 
 def board_dir(name: str, board: str, root: Path | None = None) -> Path:
     """build/<model>/<board>/: the hardware, simulation and report of a model on a board."""
-    return model_dir(name, 0, root) / str(board)
+    d = model_dir(name, 0, root) / str(board)
+    publish.recover(d)          # a publish cut short by a kill is finished before anyone reads
+    return d
 
 
 def streamlined(name: str, seed: int = 0, root: Path | None = None) -> Path:
     """The streamlined graph, the contract every stage after export reads."""
-    return model_dir(name, seed, root) / "streamlined.onnx"
+    d = model_dir(name, seed, root)
+    publish.recover(d)
+    return d / "streamlined.onnx"

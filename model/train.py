@@ -3,10 +3,8 @@
 Deterministic on CPU for a given seed; checkpoints every epoch to <out>/ckpt.pt and resumes from
 it after an interruption; writes <out>/model.pt and <out>/train.json at the end.
 """
-import argparse
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -16,8 +14,8 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from model import cli, publish, zoo
 from model import data as D
-from model import zoo
 
 # Per-topology defaults that reach FINN's published accuracy or better on MNIST on 2 CPU cores.
 DEFAULTS = {
@@ -27,15 +25,11 @@ DEFAULTS = {
 
 
 def atomic_save(obj, path: Path):
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    publish.atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def atomic_json(obj, path: Path):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    publish.atomic_json(path, obj)
 
 
 def model_inputs(name, images, dataset="mnist"):
@@ -203,25 +197,25 @@ def train(name, dataset="mnist", epochs=None, seed=0, out=None, batch=None, lr=N
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    return cli.run(_main, argv)
+
+
+def _main(argv=None):
+    p = cli.Parser(prog="python -m model.train", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tfc-w1a1")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--data-dir", default=None, help="folder with MNIST/Fashion-MNIST IDX files or CIFAR-10/100 python batches (default $DATA_DIR)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--epochs", type=cli.positive_int)
+    p.add_argument("--seed", type=cli.nonneg_int, default=0)
+    p.add_argument("--batch", type=cli.positive_int)
+    p.add_argument("--lr", type=cli.positive_float)
     p.add_argument("--out", default=None, help="output folder (default build/<model>[/seed<k>])")
-    p.add_argument("--limit", type=int, help="train on the first N training images only")
+    p.add_argument("--limit", type=cli.positive_int, help="train on the first N training images only")
     p.add_argument("--force", action="store_true", help="retrain even if a finished run exists")
     p.add_argument("--ckpt", default=None, help="use these weights (a state_dict file) instead of training")
     a = p.parse_args(argv)
-    try:
-        train(a.model, a.dataset, a.epochs, a.seed, a.out, a.batch, a.lr, 0.0, a.data_dir,
-              a.force, limit=a.limit, ckpt_in=a.ckpt)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    train(a.model, a.dataset, a.epochs, a.seed, a.out, a.batch, a.lr, 0.0, a.data_dir,
+          a.force, limit=a.limit, ckpt_in=a.ckpt)
     return 0
 
 

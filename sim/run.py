@@ -12,16 +12,14 @@ LFSR idles, recording sink with LFSR back-pressure and cycle stamps): on Verilat
 that toggles the clock (sim/tb_cpp.py, harness "verilator-cpp"), on Icarus under cocotb with the
 clock in Verilog (sim/tb_fast.py, "cocotb-verilog-clock"); `cocotb` (sim/tb_top.py,
 "cocotb-stream") is the older wrapper clocked by cocotb's Clock, ~0.1-0.3 M cycles/s."""
-import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from model import paths
+from model import cli, paths, publish
 from model.golden import expected_outputs, sample_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,13 +45,32 @@ def run(model, board, images="all", rtl=None, simulator=None, graph=None, out_di
     graph = Path(graph) if graph else paths.streamlined(model)
     if not graph.is_file():
         raise RunError(f"{graph}: no streamlined graph (run `make export MODEL={model}` first)")
-    count = None if str(images) == "all" else int(images)
+    try:
+        count = None if str(images) == "all" else int(images)
+    except ValueError:
+        count = 0
     if count is not None and count < 1:
         raise RunError(f"--images must be a positive number or 'all', got {images}")
     sim = E.pick_simulator(simulator)
-    if rtl is None:
-        compile_graph(graph, base / "hw", board, folding=folding, target_fps=target_fps)
-        rtl = base / "hw" / "rtl"
+    # a compiled hw/ and sim.json are published together after the simulation (model.publish): a
+    # failed or killed run leaves the previous hw/ and the sim.json that matched it
+    with publish.staging(base, "sim") as stage:
+        if rtl is None:
+            compile_graph(graph, stage / "hw", board, folding=folding, target_fps=target_fps)
+            res = _simulate(stage / "hw" / "rtl", graph, count, sim, base, chunk, idle_level, bp_level,
+                            progress, harness, run_cpp, run_fast, run_top)
+            res["rtl"] = str(base / "hw" / "rtl")
+        else:
+            res = _simulate(Path(rtl), graph, count, sim, base, chunk, idle_level, bp_level,
+                            progress, harness, run_cpp, run_fast, run_top)
+            res["rtl"] = str(rtl)
+        res.update(model=model, board=board)
+        publish.atomic_text(stage / "sim.json", json.dumps(res, indent=1))
+    return res
+
+
+def _simulate(rtl, graph, count, sim, base, chunk, idle_level, bp_level, progress, harness,
+              run_cpp, run_fast, run_top):
     x, source = sample_images(graph, count)
     exp, ref_name = expected_outputs(graph, x)
     if harness == "cocotb":
@@ -67,42 +84,33 @@ def run(model, board, images="all", rtl=None, simulator=None, graph=None, out_di
     if res.get("simulated_cycles") and res.get("stream_seconds"):
         res.setdefault("cycles_per_second", round(res["simulated_cycles"] / res["stream_seconds"]))
     res.setdefault("harness", "cocotb-stream")
-    res.update(model=model, board=board, rtl=str(rtl), images_source=source, reference=ref_name)
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = base / "sim.json.tmp"
-    tmp.write_text(json.dumps(res, indent=1))
-    os.replace(tmp, base / "sim.json")
+    res.update(images_source=source, reference=ref_name)
     return res
 
 
 def main(argv=None):
-    from sim.cocotb_env import stop_simulator_with_us
-    stop_simulator_with_us()
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    return cli.run(_main, argv)
+
+
+def _main(argv=None):
+    ap = cli.Parser(prog="python -m sim.run", description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--board", default="ulx3s")
-    ap.add_argument("--images", default="100", help="number of test images or 'all'")
+    ap.add_argument("--images", default="100", type=cli.images_arg, help="number of test images or 'all'")
     ap.add_argument("--rtl", help="RTL folder with FINN port names and manifest.json (skips compiling)")
     ap.add_argument("--simulator", choices=["verilator", "icarus"])
     ap.add_argument("--graph", help="streamlined graph (default build/<model>/streamlined.onnx)")
     ap.add_argument("--out", help="output folder (default build/<model>/<board>)")
     ap.add_argument("--folding", help="FINN-format folding JSON for the compiler")
-    ap.add_argument("--target-fps", type=float, help="let the compiler pick the folding for this rate")
-    ap.add_argument("--chunk", type=int, help="images per streamed chunk (default 1000 fast, 500 cocotb)")
+    ap.add_argument("--target-fps", type=cli.positive_float, help="let the compiler pick the folding for this rate")
+    ap.add_argument("--chunk", type=cli.positive_int, help="images per streamed chunk (default 1000 fast, 500 cocotb)")
     ap.add_argument("--harness", choices=HARNESSES, default="fast",
                     help="fast: stream driven inside the simulator (default); cocotb: cocotb-clocked wrapper")
-    ap.add_argument("--idle", type=int, default=0, help="source idle level 0..15 (out of 16 cycles)")
-    ap.add_argument("--backpressure", type=int, default=0, help="sink back-pressure level 0..15")
+    ap.add_argument("--idle", type=int, choices=range(16), metavar="0..15", default=0, help="source idle level 0..15 (out of 16 cycles)")
+    ap.add_argument("--backpressure", type=int, choices=range(16), metavar="0..15", default=0, help="sink back-pressure level 0..15")
     a = ap.parse_args(argv)
-    try:
-        res = run(a.model, a.board, a.images, a.rtl, a.simulator, a.graph, a.out, a.chunk, folding=a.folding,
-                  target_fps=a.target_fps, harness=a.harness, idle_level=a.idle, bp_level=a.backpressure)
-    except (ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted; the simulator was stopped", file=sys.stderr)
-        return 130
+    res = run(a.model, a.board, a.images, a.rtl, a.simulator, a.graph, a.out, a.chunk, folding=a.folding,
+              target_fps=a.target_fps, harness=a.harness, idle_level=a.idle, bp_level=a.backpressure)
     cpi = res.get("cycles_per_image")
     print(f"{res['images']} images ({res['images_source']}), equal: {res['equal']}, "
           f"cycles/image {cpi if cpi is None else round(cpi, 2)} vs analytic II {res['analytic_ii']}, "

@@ -547,8 +547,8 @@ def test_build_xilinx_orchestration(monkeypatch, capsys):
     _tiny_streamlined(root / model / "streamlined.onnx")       # the FINN folder's model comes from it
     calls = []
 
-    def fake_compile(model_, board, folding, target_fps):
-        out = root / model_ / board.name / "hw"
+    def fake_compile(model_, board, folding, target_fps, out=None):
+        out = Path(out) if out else root / model_ / board.name / "hw"     # hw.build passes its staging folder
         write_tiny_rtl(out)
         fold = {"Defaults": {}, "MVAU_0": {"PE": 1, "SIMD": 4}}
         (out / "folding.json").write_text(json.dumps(fold))
