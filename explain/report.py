@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from explain import metrics as X
+from explain import qmetrics as Q
 from explain.finallayer import class_subsets
 from explain.methods import METHODS, SIGN, ExplainError, NotApplicable, attribute, occlusion_inputs, occlusion_map
 from model import paths
@@ -214,8 +215,13 @@ def compute(model, sources, n_images=100, methods=None, options=None, sanity_ima
     res["maps"] = maps
     done = [m for m in methods + ["lrp_raw"] if all(m in maps[k].get(s, {}) for k in KINDS for s in nets[k])]
     res["compared"] = done
-    res["metrics"] = _metrics(res, nets, maps, done, x, y, progress, faithfulness_steps)
+    res["quantus_version"] = Q.version()
+    q = options.get("quantus", {})
+    res["metrics"] = _metrics(res, nets, maps, done, x, y, progress, faithfulness_steps,
+                              q.get("road_images", ROAD_IMAGES), q.get("correlation_runs", CORRELATION_RUNS))
     res["sanity"] = _sanity(nets, x[:sanity_images], y[:sanity_images], options, progress)
+    res["metrics"]["efficient_mprt"] = res["sanity"].pop("efficient_mprt")
+    res["metrics"]["efficient_mprt_images"] = len(x[:sanity_images])
     res["final_layer"] = _final_layer(nets, sources, model, final_images or n_images, x, y)
     res["_x"], res["_x_np"], res["_imgs"], res["_nets"] = x, x.numpy(), imgs, nets
     res["findings"] = _findings(res)
@@ -229,24 +235,55 @@ def _ci_dict(per_seed, per_image):
     return dict(mean=m, ci_seeds=[lo, hi], ci_bootstrap=[blo, bhi], per_seed=[float(v) for v in per_seed])
 
 
-def _metrics(res, nets, maps, methods, x, y, progress, steps=28):
-    out = dict(noise={}, faithfulness={}, similarity={}, tests={})
+BASELINES = ("random", "sobel")
+
+
+def baseline_maps(x, seed=0):
+    """Reference levels scored like a method: i.i.d. uniform random maps and the Sobel edge
+    magnitude of the input image (what the model sees, no model involved)."""
+    n, _, h, w = x.shape
+    return {"random": Q.random_maps(n, h, w, seed), "sobel": X.sobel_maps(x)}
+
+
+def _score(net, x, y, mp, steps, road_images, runs):
+    """Per-image scores of one set of maps for one model: {metric: (N,)}; ROAD on the first
+    road_images images only (noisy linear imputation is the costly part)."""
+    r = Q.road(net, x[:road_images], y[:road_images], mp[:road_images])
+    return dict(total_variation=X.total_variation(mp), high_frequency_energy=X.high_frequency_energy(mp),
+                deletion_auc=X.deletion_auc(net, x, mp, y, steps=steps), insertion_auc=X.insertion_auc(net, x, mp, y, steps=steps),
+                road=np.concatenate([r, np.full(len(x) - len(r), np.nan)]),
+                faithfulness_correlation=Q.faithfulness_correlation(net, x, y, mp, runs=runs),
+                sparseness=Q.sparseness(x, mp), complexity=Q.complexity(x, mp))
+
+
+GROUPS = dict(noise=("total_variation", "high_frequency_energy"), faithfulness=("deletion_auc", "insertion_auc"),
+              quantus=Q.PER_MAP)
+
+
+def _metrics(res, nets, maps, methods, x, y, progress, steps=28, road_images=None, runs=50):
+    out = dict(noise={}, faithfulness={}, quantus={}, similarity={}, tests={}, baselines={b: {} for b in BASELINES})
+    road_images = min(len(x), road_images or len(x))
+    out["road_images"], out["correlation_runs"] = road_images, runs
     first = {k: min(nets[k]) for k in KINDS}
     sobel = X.sobel_maps(x)
+    base = baseline_maps(x)
     per_image_store = {}
-    for m in tqdm(methods, desc="metrics", disable=not progress, file=sys.stderr):
+    for m in tqdm(list(methods) + list(BASELINES), desc="metrics", disable=not progress, file=sys.stderr):
         for kind in KINDS:
             seeds = sorted(nets[kind])
-            tv = np.stack([X.total_variation(maps[kind][s][m]) for s in seeds])
-            hf = np.stack([X.high_frequency_energy(maps[kind][s][m]) for s in seeds])
-            de = np.stack([X.deletion_auc(nets[kind][s], x, maps[kind][s][m], y, steps=steps) for s in seeds])
-            ins = np.stack([X.insertion_auc(nets[kind][s], x, maps[kind][s][m], y, steps=steps) for s in seeds])
-            for name, v in (("total_variation", tv), ("high_frequency_energy", hf)):
-                out["noise"].setdefault(m, {}).setdefault(kind, {})[name] = _ci_dict(v.mean(1), v.mean(0))
-            for name, v in (("deletion_auc", de), ("insertion_auc", ins)):
-                out["faithfulness"].setdefault(m, {}).setdefault(kind, {})[name] = _ci_dict(v.mean(1), v.mean(0))
-            per_image_store[(m, kind)] = dict(total_variation=tv.mean(0), high_frequency_energy=hf.mean(0),
-                                              deletion_auc=de.mean(0), insertion_auc=ins.mean(0))
+            sc = [_score(nets[kind][s], x, y, base[m] if m in BASELINES else maps[kind][s][m], steps, road_images, runs) for s in seeds]
+            vals = {k: np.stack([d[k] for d in sc]) for k in sc[0]}
+            for group, names in GROUPS.items():
+                for name in names:
+                    v = vals[name]
+                    d = _ci_dict(np.nanmean(v, 1), np.nanmean(v, 0)[np.isfinite(v).all(0)])
+                    if m in BASELINES:
+                        out["baselines"][m].setdefault(group, {}).setdefault(kind, {})[name] = d
+                    else:
+                        out[group].setdefault(m, {}).setdefault(kind, {})[name] = d
+            per_image_store[(m, kind)] = {k: v.mean(0) for k, v in vals.items()}
+        if m in BASELINES:
+            continue
         sims = {}
         for sname, fn in X.SIMILARITIES.items():
             pairs = [(s, s) for s in sorted(nets["bnn"]) if s in nets["fp"]] or [(first["bnn"], first["fp"])]
@@ -281,12 +318,22 @@ def _metrics(res, nets, maps, methods, x, y, progress, steps=28):
     return out
 
 
+SANITY_METHODS = ("gradient", "integrated_gradients")
+ROAD_IMAGES = 30  # ROAD's noisy linear imputation: ~0.1 s per image and map set on 2 cores
+CORRELATION_RUNS = 50  # random pixel subsets per image for faithfulness correlation
+
+
 def _sanity(nets, x, y, options, progress):
+    """Cascading randomisation (hand-written) and quantus' EfficientMPRT, on the first seed of
+    each kind and the sanity subset; eMPRT also scores the random and Sobel baselines, which do
+    not depend on the model (their level is 'no sensitivity')."""
     out = {}
+    mprt = {}
     for kind in KINDS:
         net = nets[kind][min(nets[kind])]
         out[kind] = {}
-        for m in ("gradient", "integrated_gradients"):
+        mprt[kind] = {}
+        for m in SANITY_METHODS:
             fn = lambda mdl, xx, tt, m=m: attribute(m, mdl, xx, tt, **options.get(m, {}))
             try:
                 out[kind][m] = X.cascading_randomisation(net, x, y, fn, progress=False)
@@ -294,6 +341,16 @@ def _sanity(nets, x, y, options, progress):
                 out[kind][m] = str(e)
             for row in out[kind][m] if isinstance(out[kind][m], list) else []:
                 row.pop("per_image", None)
+            try:
+                v = Q.efficient_mprt(net, x, y, fn)
+                mprt[kind][m] = dict(zip(("mean", "lo", "hi"), X.bootstrap_ci(v)), images=len(v))
+            except (NotApplicable, ExplainError, X.MetricError) as e:
+                mprt[kind][m] = str(e)
+        for b in BASELINES:
+            fn = lambda mdl, xx, tt, b=b: baseline_maps(xx, seed=int(torch.randint(0, 2 ** 31, (1,))))[b]
+            v = Q.efficient_mprt(net, x, y, fn)
+            mprt[kind][f"baseline:{b}"] = dict(zip(("mean", "lo", "hi"), X.bootstrap_ci(v)), images=len(v))
+    out["efficient_mprt"] = mprt
     return out
 
 
@@ -632,6 +689,10 @@ def render_html(res, board, hw, hw_equal, hw_reason, figs):
         t = met["tests"][m]
         P.append(f"<tr><td>{e(m)}</td><td>{_ci(d['bnn']['total_variation'])}</td><td>{_ci(d['fp']['total_variation'])}</td><td>{_fmt(t['total_variation']['p_holm'])}</td>"
                  f"<td>{_ci(d['bnn']['high_frequency_energy'])}</td><td>{_ci(d['fp']['high_frequency_energy'])}</td><td>{_fmt(t['high_frequency_energy']['p_holm'])}</td></tr>")
+    for b, d in met.get("baselines", {}).items():
+        d = d["noise"]
+        P.append(f"<tr><td><i>{BASELINE_LABEL[b]}</i></td><td>{_ci(d['bnn']['total_variation'])}</td><td>{_ci(d['fp']['total_variation'])}</td><td></td>"
+                 f"<td>{_ci(d['bnn']['high_frequency_energy'])}</td><td>{_ci(d['fp']['high_frequency_energy'])}</td><td></td></tr>")
     P.append("</table><h2>Similarity BNN vs FPNN (Spearman / SSIM / top-10 %) with reference levels</h2>"
              "<table><tr><th>method</th><th>metric</th><th>BNN vs FPNN</th><th>FPNN seed-to-seed (ceiling)</th><th>BNN seed-to-seed</th><th>permuted (floor)</th><th>BNN vs Sobel</th><th>FPNN vs Sobel</th></tr>")
     for m, d in met["similarity"].items():
@@ -639,9 +700,11 @@ def render_html(res, board, hw, hw_equal, hw_reason, figs):
             P.append(f"<tr><td>{e(m)}</td><td>{sname}</td><td>{_ci(v['bnn_vs_fp'])}</td><td>{_ci(v['fp_seed_to_seed'])}</td><td>{_ci(v['bnn_seed_to_seed'])}</td>"
                      f"<td>{_ci(v['floor_permuted'])}</td><td>{_ci(v['bnn_vs_sobel'])}</td><td>{_ci(v['fp_vs_sobel'])}</td></tr>")
     P.append("</table><h2>Faithfulness (probability of the label)</h2><table><tr><th>method</th><th>deletion AUC BNN ↓</th><th>FPNN ↓</th><th>insertion AUC BNN ↑</th><th>FPNN ↑</th></tr>")
-    for m, d in met["faithfulness"].items():
-        P.append(f"<tr><td>{e(m)}</td><td>{_ci(d['bnn']['deletion_auc'])}</td><td>{_ci(d['fp']['deletion_auc'])}</td><td>{_ci(d['bnn']['insertion_auc'])}</td><td>{_ci(d['fp']['insertion_auc'])}</td></tr>")
+    rows = list(met["faithfulness"].items()) + [(f"<i>{BASELINE_LABEL[b]}</i>", d["faithfulness"]) for b, d in met.get("baselines", {}).items()]
+    for m, d in rows:
+        P.append(f"<tr><td>{m if m.startswith('<i>') else e(m)}</td><td>{_ci(d['bnn']['deletion_auc'])}</td><td>{_ci(d['fp']['deletion_auc'])}</td><td>{_ci(d['bnn']['insertion_auc'])}</td><td>{_ci(d['fp']['insertion_auc'])}</td></tr>")
     P.append("</table>")
+    P.append(_quantus_html(res, e))
     if "lrp_canonization" in met:
         P.append("<h2>LRP before vs after canonization</h2><table><tr><th>model</th>" + "".join(f"<th>{e(k)}</th>" for k in next(iter(met["lrp_canonization"].values()))) + "</tr>")
         for kind, d in met["lrp_canonization"].items():
@@ -662,6 +725,39 @@ def render_html(res, board, hw, hw_equal, hw_reason, figs):
     P.append("</table>")
     P.append(_gradreg_html(res.get("gradient_regularisation") or {}, e))
     P.append(f"<p><small>computed in {res['seconds']} s</small></p></body></html>")
+    return "\n".join(P)
+
+
+BASELINE_LABEL = {"random": "baseline: random map", "sobel": "baseline: Sobel edges of the input"}
+QUANTUS_COLUMNS = (("road", "ROAD ↓"), ("faithfulness_correlation", "faithfulness correlation ↑"),
+                   ("sparseness", "sparseness (Gini) ↑"), ("complexity", "complexity (entropy) ↓"))
+
+
+def _quantus_html(res, e):
+    met = res["metrics"]
+    if "quantus" not in met:
+        return ""
+    P = [f"<h2>Metrics from quantus {e(str(res.get('quantus_version')))}</h2><p><small>ROAD: most-relevant-first removal with "
+         f"noisy linear imputation, share of {len(Q.ROAD_PERCENTAGES)} removal fractions (5-95 %) after which the label is still "
+         f"predicted, on the first {met.get('road_images')} images. Faithfulness correlation: {met.get('correlation_runs')} random subsets of 1/8 of the "
+         "pixels set to 0. Baselines are scored by the same metrics.</small></p><table><tr><th>method</th>"
+         + "".join(f"<th>{e(label)} BNN</th><th>FPNN</th>" for _, label in QUANTUS_COLUMNS) + "</tr>"]
+    rows = [(e(m), d) for m, d in met["quantus"].items()] + [(f"<i>{BASELINE_LABEL[b]}</i>", d["quantus"]) for b, d in met.get("baselines", {}).items()]
+    for name, d in rows:
+        P.append(f"<tr><td>{name}</td>" + "".join(f"<td>{_ci(d['bnn'][k])}</td><td>{_ci(d['fp'][k])}</td>" for k, _ in QUANTUS_COLUMNS) + "</tr>")
+    P.append("</table>")
+    mp = met.get("efficient_mprt")
+    if mp:
+        P.append(f"<h3>EfficientMPRT (quantus): relative entropy rise of the map when the model is fully randomised ↑, "
+                 f"first seed, {met.get('efficient_mprt_images')} images</h3><table><tr><th>method</th><th>BNN</th><th>FPNN</th></tr>")
+        for m in mp["bnn"]:
+            cells = []
+            for kind in KINDS:
+                v = mp[kind].get(m)
+                cells.append(e(v) if isinstance(v, str) else f"{_fmt(v['mean'])} [{_fmt(v['lo'])}, {_fmt(v['hi'])}]")
+            label = f"<i>{BASELINE_LABEL[m.split(':')[1]]}</i>" if m.startswith("baseline:") else e(m)
+            P.append(f"<tr><td>{label}</td><td>{cells[0]}</td><td>{cells[1]}</td></tr>")
+        P.append("</table>")
     return "\n".join(P)
 
 
@@ -747,6 +843,8 @@ def main(argv=None):
                    help=f"default {METHODS['neuromask']['steps']} for MLPs, {CNV_DEFAULTS['neuromask_steps']} for CNV")
     p.add_argument("--smoothgrad-samples", type=int, default=METHODS["smoothgrad"]["samples"])
     p.add_argument("--final-images", type=int, default=1000)
+    p.add_argument("--road-images", type=int, default=ROAD_IMAGES,
+                   help="images scored by quantus' ROAD (noisy linear imputation is slow): the first N of --images")
     p.add_argument("--hardware-images", type=int, default=None,
                    help="test images occluded on the simulated accelerator (default 10 for MLPs, 2 for CNV)")
     p.add_argument("--root", default=None, help="build folder (default ./build)")
@@ -781,7 +879,10 @@ def main(argv=None):
         for what, v in (("--images", images), ("--neuromask-steps", steps)):
             if v < 1:
                 raise ReportError(f"{what} must be positive, got {v}")
-        opts = {"neuromask": dict(steps=steps), "smoothgrad": dict(samples=a.smoothgrad_samples)}
+        if a.road_images < 1:
+            raise ReportError(f"--road-images must be positive, got {a.road_images}")
+        opts = {"neuromask": dict(steps=steps), "smoothgrad": dict(samples=a.smoothgrad_samples),
+                "quantus": dict(road_images=a.road_images)}
         if a.hardware_images:
             opts["hardware_occlusion"] = dict(images=a.hardware_images)
         res = compute(a.model, sources, images, methods, opts, final_images=a.final_images, twin=a.twin)
