@@ -276,7 +276,8 @@ def _metrics(res, nets, maps, methods, x, y, progress, steps=28, road_images=Non
             for group, names in GROUPS.items():
                 for name in names:
                     v = vals[name]
-                    d = _ci_dict(np.nanmean(v, 1), np.nanmean(v, 0)[np.isfinite(v).all(0)])
+                    ok = np.isfinite(v).all(0)  # ROAD beyond road_images, quantus on an all-zero map: nan
+                    d = _ci_dict([r[np.isfinite(r)].mean() if np.isfinite(r).any() else np.nan for r in v], v[:, ok].mean(0))
                     if m in BASELINES:
                         out["baselines"][m].setdefault(group, {}).setdefault(kind, {})[name] = d
                     else:
