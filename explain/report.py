@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from explain import metrics as X
+from explain import qmetrics as Q
 from explain.finallayer import class_subsets
 from explain.methods import METHODS, SIGN, ExplainError, NotApplicable, attribute, occlusion_inputs, occlusion_map
 from model import paths
@@ -216,8 +217,13 @@ def compute(model, sources, n_images=100, methods=None, options=None, sanity_ima
     res["maps"] = maps
     done = [m for m in methods + ["lrp_raw"] if all(m in maps[k].get(s, {}) for k in KINDS for s in nets[k])]
     res["compared"] = done
-    res["metrics"] = _metrics(res, nets, maps, done, x, y, progress, faithfulness_steps)
+    res["quantus_version"] = Q.version()
+    q = options.get("quantus", {})
+    res["metrics"] = _metrics(res, nets, maps, done, x, y, progress, faithfulness_steps,
+                              q.get("road_images", ROAD_IMAGES), q.get("correlation_runs", CORRELATION_RUNS))
     res["sanity"] = _sanity(nets, x[:sanity_images], y[:sanity_images], options, progress)
+    res["metrics"]["efficient_mprt"] = res["sanity"].pop("efficient_mprt")
+    res["metrics"]["efficient_mprt_images"] = len(x[:sanity_images])
     res["final_layer"] = _final_layer(nets, sources, model, final_images or n_images, x, y)
     res["_x"], res["_x_np"], res["_imgs"], res["_nets"] = x, x.numpy(), imgs, nets
     res["findings"] = _findings(res)
@@ -231,24 +237,56 @@ def _ci_dict(per_seed, per_image):
     return dict(mean=m, ci_seeds=[lo, hi], ci_bootstrap=[blo, bhi], per_seed=[float(v) for v in per_seed])
 
 
-def _metrics(res, nets, maps, methods, x, y, progress, steps=28):
-    out = dict(noise={}, faithfulness={}, similarity={}, tests={})
+BASELINES = ("random", "sobel")
+
+
+def baseline_maps(x, seed=0):
+    """Reference levels scored like a method: i.i.d. uniform random maps and the Sobel edge
+    magnitude of the input image (what the model sees, no model involved)."""
+    n, _, h, w = x.shape
+    return {"random": Q.random_maps(n, h, w, seed), "sobel": X.sobel_maps(x)}
+
+
+def _score(net, x, y, mp, steps, road_images, runs):
+    """Per-image scores of one set of maps for one model: {metric: (N,)}; ROAD on the first
+    road_images images only (noisy linear imputation is the costly part)."""
+    r = Q.road(net, x[:road_images], y[:road_images], mp[:road_images])
+    return dict(total_variation=X.total_variation(mp), high_frequency_energy=X.high_frequency_energy(mp),
+                deletion_auc=X.deletion_auc(net, x, mp, y, steps=steps), insertion_auc=X.insertion_auc(net, x, mp, y, steps=steps),
+                road=np.concatenate([r, np.full(len(x) - len(r), np.nan)]),
+                faithfulness_correlation=Q.faithfulness_correlation(net, x, y, mp, runs=runs),
+                sparseness=Q.sparseness(x, mp), complexity=Q.complexity(x, mp))
+
+
+GROUPS = dict(noise=("total_variation", "high_frequency_energy"), faithfulness=("deletion_auc", "insertion_auc"),
+              quantus=Q.PER_MAP)
+
+
+def _metrics(res, nets, maps, methods, x, y, progress, steps=28, road_images=None, runs=50):
+    out = dict(noise={}, faithfulness={}, quantus={}, similarity={}, tests={}, baselines={b: {} for b in BASELINES})
+    road_images = min(len(x), road_images or len(x))
+    out["road_images"], out["correlation_runs"] = road_images, runs
     first = {k: min(nets[k]) for k in KINDS}
     sobel = X.sobel_maps(x)
+    base = baseline_maps(x)
     per_image_store = {}
-    for m in tqdm(methods, desc="metrics", disable=not progress, file=sys.stderr):
+    for m in tqdm(list(methods) + list(BASELINES), desc="metrics", disable=not progress, file=sys.stderr):
         for kind in KINDS:
             seeds = sorted(nets[kind])
-            tv = np.stack([X.total_variation(maps[kind][s][m]) for s in seeds])
-            hf = np.stack([X.high_frequency_energy(maps[kind][s][m]) for s in seeds])
-            de = np.stack([X.deletion_auc(nets[kind][s], x, maps[kind][s][m], y, steps=steps) for s in seeds])
-            ins = np.stack([X.insertion_auc(nets[kind][s], x, maps[kind][s][m], y, steps=steps) for s in seeds])
-            for name, v in (("total_variation", tv), ("high_frequency_energy", hf)):
-                out["noise"].setdefault(m, {}).setdefault(kind, {})[name] = _ci_dict(v.mean(1), v.mean(0))
-            for name, v in (("deletion_auc", de), ("insertion_auc", ins)):
-                out["faithfulness"].setdefault(m, {}).setdefault(kind, {})[name] = _ci_dict(v.mean(1), v.mean(0))
-            per_image_store[(m, kind)] = dict(total_variation=tv.mean(0), high_frequency_energy=hf.mean(0),
-                                              deletion_auc=de.mean(0), insertion_auc=ins.mean(0))
+            sc = [_score(nets[kind][s], x, y, base[m] if m in BASELINES else maps[kind][s][m], steps, road_images, runs) for s in seeds]
+            vals = {k: np.stack([d[k] for d in sc]) for k in sc[0]}
+            for group, names in GROUPS.items():
+                for name in names:
+                    v = vals[name]
+                    ok = np.isfinite(v).all(0)  # ROAD beyond road_images, quantus on an all-zero map: nan
+                    d = _ci_dict([r[np.isfinite(r)].mean() if np.isfinite(r).any() else np.nan for r in v], v[:, ok].mean(0))
+                    if m in BASELINES:
+                        out["baselines"][m].setdefault(group, {}).setdefault(kind, {})[name] = d
+                    else:
+                        out[group].setdefault(m, {}).setdefault(kind, {})[name] = d
+            per_image_store[(m, kind)] = {k: v.mean(0) for k, v in vals.items()}
+        if m in BASELINES:
+            continue
         sims = {}
         for sname, fn in X.SIMILARITIES.items():
             pairs = [(s, s) for s in sorted(nets["bnn"]) if s in nets["fp"]] or [(first["bnn"], first["fp"])]
@@ -283,12 +321,22 @@ def _metrics(res, nets, maps, methods, x, y, progress, steps=28):
     return out
 
 
+SANITY_METHODS = ("gradient", "integrated_gradients")
+ROAD_IMAGES = 30  # ROAD's noisy linear imputation: ~0.1 s per image and map set on 2 cores
+CORRELATION_RUNS = 50  # random pixel subsets per image for faithfulness correlation
+
+
 def _sanity(nets, x, y, options, progress):
+    """Cascading randomisation (hand-written) and quantus' EfficientMPRT, on the first seed of
+    each kind and the sanity subset; eMPRT also scores the random and Sobel baselines, which do
+    not depend on the model (their level is 'no sensitivity')."""
     out = {}
+    mprt = {}
     for kind in KINDS:
         net = nets[kind][min(nets[kind])]
         out[kind] = {}
-        for m in ("gradient", "integrated_gradients"):
+        mprt[kind] = {}
+        for m in SANITY_METHODS:
             fn = lambda mdl, xx, tt, m=m: attribute(m, mdl, xx, tt, **options.get(m, {}))
             try:
                 out[kind][m] = X.cascading_randomisation(net, x, y, fn, progress=False)
@@ -296,6 +344,16 @@ def _sanity(nets, x, y, options, progress):
                 out[kind][m] = str(e)
             for row in out[kind][m] if isinstance(out[kind][m], list) else []:
                 row.pop("per_image", None)
+            try:
+                v = Q.efficient_mprt(net, x, y, fn)
+                mprt[kind][m] = dict(zip(("mean", "lo", "hi"), X.bootstrap_ci(v)), images=len(v))
+            except (NotApplicable, ExplainError, X.MetricError) as e:
+                mprt[kind][m] = str(e)
+        for b in BASELINES:
+            fn = lambda mdl, xx, tt, b=b: baseline_maps(xx, seed=int(torch.randint(0, 2 ** 31, (1,))))[b]
+            v = Q.efficient_mprt(net, x, y, fn)
+            mprt[kind][f"baseline:{b}"] = dict(zip(("mean", "lo", "hi"), X.bootstrap_ci(v)), images=len(v))
+    out["efficient_mprt"] = mprt
     return out
 
 
@@ -592,6 +650,29 @@ def _hw_summary(hw, hw_equal, hw_reason):
     return rows
 
 
+BASELINE_LABEL = {"random": "baseline: random map", "sobel": "baseline: Sobel edges of the input"}
+QUANTUS_COLUMNS = (("road", "ROAD ↓"), ("faithfulness_correlation", "faithfulness correlation ↑"),
+                   ("sparseness", "sparseness (Gini) ↑"), ("complexity", "complexity (entropy) ↓"))
+
+
+def _quantus_context(res):
+    """The quantus tables as the template's rows (None when quantus did not run)."""
+    met = res["metrics"]
+    if "quantus" not in met:
+        return None
+    rows = [dict(method=m, baseline=False, d=d) for m, d in met["quantus"].items()]
+    rows += [dict(method=BASELINE_LABEL[b], baseline=True, d=d["quantus"]) for b, d in met.get("baselines", {}).items()]
+    mprt = []
+    mp = met.get("efficient_mprt")
+    for m in (mp or {}).get("bnn", {}):
+        cells = [mp[kind].get(m) for kind in KINDS]
+        base = m.startswith("baseline:")
+        mprt.append(dict(method=BASELINE_LABEL[m.split(":")[1]] if base else m, baseline=base, cells=cells))
+    return dict(version=str(res.get("quantus_version")), removal_fractions=len(Q.ROAD_PERCENTAGES),
+                road_images=met.get("road_images"), correlation_runs=met.get("correlation_runs"),
+                columns=QUANTUS_COLUMNS, rows=rows, mprt=mprt, mprt_images=met.get("efficient_mprt_images"))
+
+
 GRADREG_ROWS = (("cosine_gradient_vs_guided", "cos(gradient, guided backprop) ↑"),
                 ("total_variation", "total variation of gradient maps ↓"),
                 ("high_frequency_energy", "high-frequency energy ↓"),
@@ -635,8 +716,13 @@ def page_context(res, board, hw, hw_equal, hw_reason, figs):
                     tv_p=met["tests"][m]["total_variation"]["p_holm"], hf_bnn=d["bnn"]["high_frequency_energy"],
                     hf_fp=d["fp"]["high_frequency_energy"], hf_p=met["tests"][m]["high_frequency_energy"]["p_holm"])
                for m, d in met["noise"].items()],
+        noise_baselines=[dict(method=BASELINE_LABEL[b], tv_bnn=d["noise"]["bnn"]["total_variation"],
+                              tv_fp=d["noise"]["fp"]["total_variation"], hf_bnn=d["noise"]["bnn"]["high_frequency_energy"],
+                              hf_fp=d["noise"]["fp"]["high_frequency_energy"]) for b, d in met.get("baselines", {}).items()],
         similarity=[dict(method=m, metric=sname, v=v) for m, d in met["similarity"].items() for sname, v in d.items()],
         faithfulness=list(met["faithfulness"].items()),
+        faithfulness_baselines=[(BASELINE_LABEL[b], d["faithfulness"]) for b, d in met.get("baselines", {}).items()],
+        quantus=_quantus_context(res),
         lrp_canonization=dict(columns=list(next(iter(lrp.values()))), rows=[(kind, list(d.values())) for kind, d in lrp.items()])
         if lrp else None,
         ig_delta=[(k, float(np.mean(list(v["integrated_gradients"].values())))) for k, v in res["ig_delta"].items()]
@@ -716,6 +802,8 @@ def main(argv=None):
                    help=f"default {METHODS['neuromask']['steps']} for MLPs, {CNV_DEFAULTS['neuromask_steps']} for CNV")
     p.add_argument("--smoothgrad-samples", type=int, default=METHODS["smoothgrad"]["samples"])
     p.add_argument("--final-images", type=int, default=1000)
+    p.add_argument("--road-images", type=int, default=ROAD_IMAGES,
+                   help="images scored by quantus' ROAD (noisy linear imputation is slow): the first N of --images")
     p.add_argument("--hardware-images", type=int, default=None,
                    help="test images occluded on the simulated accelerator (default 10 for MLPs, 2 for CNV)")
     p.add_argument("--root", default=None, help="build folder (default ./build)")
@@ -750,7 +838,10 @@ def main(argv=None):
         for what, v in (("--images", images), ("--neuromask-steps", steps)):
             if v < 1:
                 raise ReportError(f"{what} must be positive, got {v}")
-        opts = {"neuromask": dict(steps=steps), "smoothgrad": dict(samples=a.smoothgrad_samples)}
+        if a.road_images < 1:
+            raise ReportError(f"--road-images must be positive, got {a.road_images}")
+        opts = {"neuromask": dict(steps=steps), "smoothgrad": dict(samples=a.smoothgrad_samples),
+                "quantus": dict(road_images=a.road_images)}
         if a.hardware_images:
             opts["hardware_occlusion"] = dict(images=a.hardware_images)
         res = compute(a.model, sources, images, methods, opts, final_images=a.final_images, twin=a.twin)

@@ -103,3 +103,94 @@ def test_final_layer_subsets_on_a_constructed_problem():
     assert r["restricted_accuracy"] >= 0.9
     with pytest.raises(FinalLayerError, match="shapes"):
         class_subsets(a, W[:, :5], None, y)
+
+
+# --- closed forms ------------------------------------------------------------------------------
+
+def test_noise_metrics_match_closed_forms():
+    step = np.zeros((1, 4, 4))
+    step[:, :, 2:] = 1  # one vertical edge: rows constant, 1 of 3 column differences is 1
+    assert X.total_variation(step)[0] == pytest.approx((0 + 1 / 3) / 2)
+    checker = (np.indices((8, 8)).sum(0) % 2)[None].astype(float)  # all energy at (0.5, 0.5) cycles/px
+    assert X.high_frequency_energy(checker)[0] == pytest.approx(1.0)
+    slow = (1 + np.cos(2 * np.pi * np.arange(16) / 16))[None, None, :].repeat(16, 1)  # 1/16 cycles/px
+    assert X.high_frequency_energy(slow)[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_similarities_match_closed_forms():
+    a = np.arange(1.0, 17.0).reshape(1, 4, 4)
+    assert X.spearman(a, 17 - a)[0] == pytest.approx(-1.0)  # reversed ranks
+    b = a.copy()
+    b[0, 0, :2] = 100  # top-2 of b: pixels 0, 1; top-2 of a: pixels 14, 15
+    assert X.topk_intersection(a, b, k=2 / 16)[0] == 0.0
+    b[0, 3, 3] = 200  # now b's top-2 are 15 and 0: one shared
+    assert X.topk_intersection(a, b, k=2 / 16)[0] == 0.5
+    m, lo, hi = X.bootstrap_ci([2.0] * 5)
+    assert m == lo == hi == 2.0
+
+
+class Share(nn.Module):
+    """p(class 0) = weighted share of the pixels still present: softmax of log(s), log(W - s)."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.register_buffer("w", torch.as_tensor(w, dtype=torch.float64).flatten())
+
+    def forward(self, x):
+        s = (torch.flatten(x, 1).double() * self.w).sum(1)
+        return torch.stack([torch.log(s), torch.log(self.w.sum() - s)], 1)
+
+
+def test_deletion_and_insertion_auc_match_closed_forms():
+    net = Share([1.0, 2.0, 3.0, 4.0])  # W = 10
+    x = torch.ones(1, 1, 2, 2)
+    order = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])  # most relevant = weight 4 first
+    # deletion: p = 1, .6, .3, .1, 0 at fractions 0, 1/4 ... 1; trapezoid = 1/4 (1/2 + .6 + .3 + .1 + 0/2)
+    assert X.deletion_auc(net, x, order, 0, steps=4)[0] == pytest.approx(0.375)
+    # insertion onto zeros: p = 0, .4, .7, .9, 1
+    assert X.insertion_auc(net, x, order, 0, steps=4, baseline="zero")[0] == pytest.approx(0.625)
+    # reversed order: deletion p = 1, .9, .7, .4, 0
+    assert X.deletion_auc(net, x, -order, 0, steps=4)[0] == pytest.approx(0.25 * (0.5 + 0.9 + 0.7 + 0.4))
+
+
+def test_randomise_layer_keeps_the_value_set():
+    lin = nn.Linear(6, 5)
+    before = lin.weight.detach().clone()
+    X.randomise_layer(lin, torch.Generator().manual_seed(0))
+    assert not torch.equal(lin.weight, before)
+    assert torch.equal(lin.weight.flatten().sort().values, before.flatten().sort().values)
+
+
+# --- quantus -----------------------------------------------------------------------------------
+
+class Blob(nn.Module):
+    """Class 0 iff the 4x4 centre of an 8x8 image is mostly bright; class 1 is a fixed threshold."""
+
+    def forward(self, x):
+        s = x[:, 0, 2:6, 2:6].sum((1, 2))
+        return torch.stack([s, torch.full_like(s, 12.0)], 1)
+
+
+def test_quantus_metrics_rank_a_perfect_map_above_the_random_baseline():
+    from explain import qmetrics as Q
+    n = 8
+    g = torch.Generator().manual_seed(0)
+    x = 0.05 * torch.rand(n, 1, 8, 8, generator=g)
+    x[:, :, 2:6, 2:6] = 1.0
+    y = torch.zeros(n, dtype=torch.long)
+    net = Blob().eval()
+    perfect = np.zeros((n, 8, 8))
+    perfect[:, 2:6, 2:6] = 1.0 + 0.01 * np.random.default_rng(1).random((n, 4, 4))  # the only pixels that matter
+    rand = Q.random_maps(n, 8, 8, seed=0)
+    good = {k: v for k, v in Q.score(net, x, y, perfect).items()}
+    bad = {k: v for k, v in Q.score(net, x, y, rand).items()}
+    for k in Q.PER_MAP:
+        assert good[k].shape == (n,) and np.isfinite(good[k]).all() and np.isfinite(bad[k]).all(), k
+    assert good["road"].mean() < bad["road"].mean()  # removing the blob first flips the class sooner
+    assert good["faithfulness_correlation"].mean() > 0.9 > 0.5 > bad["faithfulness_correlation"].mean()
+    assert (good["sparseness"] > bad["sparseness"]).all() and (good["complexity"] < bad["complexity"]).all()
+    assert (X.deletion_auc(net, x, perfect, y, steps=8) < X.deletion_auc(net, x, rand, y, steps=8)).all()
+    zero = perfect.copy()
+    zero[0] = 0  # quantus refuses an all-zero map: that image scores nan, the others are unaffected
+    s = Q.sparseness(x, zero)
+    assert np.isnan(s[0]) and np.allclose(s[1:], good["sparseness"][1:])

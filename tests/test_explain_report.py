@@ -124,7 +124,8 @@ class StandIns(R.Sources):
         return None
 
 
-OPTS = {"neuromask": dict(steps=20), "smoothgrad": dict(samples=4), "integrated_gradients": dict(steps=8)}
+OPTS = {"neuromask": dict(steps=20), "smoothgrad": dict(samples=4), "integrated_gradients": dict(steps=8),
+        "quantus": dict(road_images=2, correlation_runs=10)}
 
 
 def test_report_end_to_end_on_stand_ins(tmp_path):
@@ -157,6 +158,25 @@ def test_report_end_to_end_on_stand_ins(tmp_path):
     assert "GradCAM differs" in page and "not run" in page and "<script" not in page
     assert not list(out.glob("*.tmp"))
     assert doc["dataset"] == "mnist" and "Dataset: <b>mnist</b>" in page
+    # quantus' metrics per kind and method, finite, and the random / Sobel baselines in every table
+    import math
+    met = doc["metrics"]
+    assert doc["quantus_version"] and met["road_images"] == 2
+    for m in doc["compared"]:
+        for kind in ("bnn", "fp"):
+            for name in ("road", "faithfulness_correlation", "sparseness", "complexity"):
+                assert math.isfinite(met["quantus"][m][kind][name]["mean"]), (m, kind, name)
+    for kind in ("bnn", "fp"):
+        for m in ("gradient", "integrated_gradients", "baseline:random", "baseline:sobel"):
+            assert math.isfinite(met["efficient_mprt"][kind][m]["mean"])
+    for b in ("random", "sobel"):
+        for group, names in (("noise", ["total_variation"]), ("faithfulness", ["deletion_auc", "insertion_auc"]),
+                             ("quantus", ["road", "faithfulness_correlation", "sparseness", "complexity"])):
+            for kind in ("bnn", "fp"):
+                for name in names:
+                    assert math.isfinite(met["baselines"][b][group][kind][name]["mean"])
+    assert page.count("baseline: random map") == 4 and page.count("baseline: Sobel edges") == 4  # noise, faith., quantus, eMPRT
+    assert "Metrics from quantus" in page and "ROAD" in page and "EfficientMPRT" in page
 
 
 def test_report_states_its_dataset_and_refuses_seeds_trained_on_another(tmp_path):
