@@ -394,6 +394,39 @@ def compare_words(got, expected, label="output"):
             raise AssertionError(f"{label}: beat {i} is {int(g):#x}, expected {int(e):#x}")
 
 
+class ChunkTally:
+    """What every harness records per streamed chunk: images whose outputs differ from the
+    expected accumulators (the first one in full), the steady-state cycles per image from the
+    chunk's completion stamps, and the outputs themselves when asked to keep them."""
+
+    def __init__(self, keep=False):
+        self.bad, self.per, self.kept, self.first, self.keep = [], [], [], None, keep
+
+    def add(self, start, got, expected, stamps):
+        if self.keep:
+            self.kept.append(got)
+        diff = np.nonzero(np.any(got != expected, axis=1))[0]
+        self.bad += [int(start + i) for i in diff]
+        if len(diff) and self.first is None:
+            i = int(diff[0])
+            self.first = dict(image=start + i, got=got[i].tolist(), expected=expected[i].tolist())
+        cyc, k = steady_cycles(stamps)
+        if k:
+            self.per.append((k, cyc))
+
+    def summarise(self, res, ii):
+        """Fill res: mismatched_images, first_mismatch, cycles_per_image and efficiency (vs ii)."""
+        res["mismatched_images"] = len(self.bad)
+        if self.first is not None:
+            res["first_mismatch"] = self.first
+        if self.per:
+            res["cycles_per_image"] = sum(k * c for k, c in self.per) / sum(k for k, _ in self.per)
+            res["efficiency"] = res["cycles_per_image"] / ii
+
+    def outputs(self):
+        return np.concatenate(self.kept).astype(np.int64) if self.kept else None
+
+
 def steady_cycles(stamps, warmup=1):
     """(cycles per image, intervals counted) between image completions of a chunk, from the
     completion of image `warmup` on when the chunk has intervals left after it: the chunk starts

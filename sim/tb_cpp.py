@@ -114,7 +114,7 @@ def run_cpp(rtl_dir, images, expected, work_dir, simulator=None, chunk=DEFAULT_C
         from tqdm import tqdm
         bar = tqdm(total=n, unit="img", desc="sim", mininterval=0.5, smoothing=0.05)
     shown = 0
-    per, bad, kept = [], [], []
+    tally = E.ChunkTally(keep=keep_outputs)
     cycles, cpu, checked = 0, None, 0
     t_stream = time.time()
     cmd = [str(binary), str(len(starts)), str(int(idle_level)), str(int(bp_level)), str(max(20000, 20 * ii))]
@@ -139,18 +139,8 @@ def run_cpp(rtl_dir, images, expected, work_dir, simulator=None, chunk=DEFAULT_C
                     break
                 got = decode_outputs(E._read_hex(run_dir / f"tb_out_{k}.hex", n_out), m)
                 stamps = E._read_hex(run_dir / f"tb_stamp_{k}.hex", n_out // ob)
-                if keep_outputs:
-                    kept.append(got)
-                exp = expected[s:s + chunk]
-                diff = np.nonzero(np.any(got != exp, axis=1))[0]
-                bad += [int(s + i) for i in diff]
+                tally.add(s, got, expected[s:s + chunk], stamps)
                 checked += len(got)
-                if len(diff) and "first_mismatch" not in res:
-                    i = int(diff[0])
-                    res["first_mismatch"] = dict(image=s + i, got=got[i].tolist(), expected=exp[i].tolist())
-                cyc, k = E.steady_cycles(stamps)
-                if k:
-                    per.append((k, cyc))
                 if bar is not None:
                     bar.update(s + n_out // ob - shown)
                     shown = s + n_out // ob
@@ -181,13 +171,10 @@ def run_cpp(rtl_dir, images, expected, work_dir, simulator=None, chunk=DEFAULT_C
     res["stream_cpu_seconds"] = cpu
     res["simulated_cycles"] = cycles
     res["cycles_per_second"] = round(cycles / secs) if secs > 0 else None
-    res["mismatched_images"] = len(bad)
     res["checked_images"] = checked
-    res["equal"] = checked == n and not bad and res["stall"] is None and "error" not in res
-    if per:
-        res["cycles_per_image"] = sum(k * c for k, c in per) / sum(k for k, _ in per)
-        res["efficiency"] = res["cycles_per_image"] / ii
-    if keep_outputs and kept:
-        res["outputs"] = np.concatenate(kept).astype(np.int64)
+    tally.summarise(res, ii)
+    res["equal"] = checked == n and not tally.bad and res["stall"] is None and "error" not in res
+    if tally.outputs() is not None:
+        res["outputs"] = tally.outputs()
     res["seconds"] = round(time.time() - t0, 2)
     return res

@@ -164,7 +164,7 @@ if cocotb is not None:
         dut.idle_level.value = cfg["idle_level"]
         dut.bp_level.value = cfg["bp_level"]
         await RisingEdge(dut.ap_rst_n)
-        per, bad, kept = [], [], []
+        tally = E.ChunkTally(keep=bool(cfg.get("outputs")))
         state = dict(step=4096, shown=0)
         cycles = 0
         t_stream = time.time()
@@ -183,17 +183,7 @@ if cocotb is not None:
                     raise E.SimulationFailed(f"device produced {op} output beats in chunk {k}, expected {n_out}")
                 got = decode_outputs(E._read_hex("tb_out.hex", n_out), m)
                 stamps = E._read_hex("tb_stamp.hex", len(imgs))
-                if cfg.get("outputs"):
-                    kept.append(got)
-                exp = expected[start:start + chunk]
-                diff = np.nonzero(np.any(got != exp, axis=1))[0]
-                bad += [int(start + i) for i in diff]
-                if len(diff) and "first_mismatch" not in res:
-                    i = int(diff[0])
-                    res["first_mismatch"] = dict(image=start + i, got=got[i].tolist(), expected=exp[i].tolist())
-                cyc, k = E.steady_cycles(stamps)
-                if k:
-                    per.append((k, cyc))
+                tally.add(start, got, expected[start:start + chunk], stamps)
         except E.StreamStall as e:
             res["stall"] = str(e)
         except E.SimulationFailed as e:
@@ -205,16 +195,13 @@ if cocotb is not None:
         res["stream_seconds"] = round(secs, 4)
         res["simulated_cycles"] = cycles
         res["cycles_per_second"] = round(cycles / secs) if secs > 0 else None
-        res["mismatched_images"] = len(bad)
-        res["equal"] = not bad and res["stall"] is None and "error" not in res
-        if per:
-            res["cycles_per_image"] = sum(k * c for k, c in per) / sum(k for k, _ in per)
-            res["efficiency"] = res["cycles_per_image"] / ii
-        if cfg.get("outputs") and kept:
-            np.save(cfg["outputs"], np.concatenate(kept).astype(np.int64))
+        tally.summarise(res, ii)
+        res["equal"] = not tally.bad and res["stall"] is None and "error" not in res
+        if tally.outputs() is not None:
+            np.save(cfg["outputs"], tally.outputs())
         tmp = cfg["result"] + ".tmp"
         Path(tmp).write_text(json.dumps(res, indent=1))
         os.replace(tmp, cfg["result"])
         assert res["stall"] is None, res["stall"]
         assert "error" not in res, res["error"]
-        assert not bad, f"{len(bad)} of {n} images differ; first: {res.get('first_mismatch')}"
+        assert not tally.bad, f"{len(tally.bad)} of {n} images differ; first: {res.get('first_mismatch')}"

@@ -95,9 +95,7 @@ if cocotb is not None:
             from tqdm import tqdm
             bar = tqdm(total=n, unit="img", desc="sim", mininterval=1.0)
         ii = max(1, int(m["analytic_ii"]))
-        per = []
-        bad = []
-        kept = []
+        tally = E.ChunkTally(keep=bool(cfg.get("outputs")))
         await E.reset_wrapper(dut)
         t_stream = time.time()
         try:
@@ -108,18 +106,7 @@ if cocotb is not None:
                     dut, words, len(imgs) * m["out_beats"], idle_level=cfg["idle_level"],
                     bp_level=cfg["bp_level"], stall_cycles=max(20000, 20 * ii), step=min(max(256, 4 * ii), 1 << 16),
                     progress=bar, out_beats=m["out_beats"])
-                got = decode_outputs(outs, m)
-                if cfg.get("outputs"):
-                    kept.append(got)
-                exp = expected[start:start + chunk]
-                diff = np.nonzero(np.any(got != exp, axis=1))[0]
-                bad += [int(start + i) for i in diff]
-                if len(diff) and "first_mismatch" not in res:
-                    i = int(diff[0])
-                    res["first_mismatch"] = dict(image=start + i, got=got[i].tolist(), expected=exp[i].tolist())
-                cyc, k = E.steady_cycles(stamps)
-                if k:
-                    per.append((k, cyc))
+                tally.add(start, decode_outputs(outs, m), expected[start:start + chunk], stamps)
         except E.StreamStall as e:
             res["stall"] = str(e)
         finally:
@@ -129,15 +116,12 @@ if cocotb is not None:
         res["stream_seconds"] = round(time.time() - t_stream, 4)
         res["simulated_cycles"] = int(dut.cycle.value)
         res["harness"] = "cocotb-stream"
-        res["mismatched_images"] = len(bad)
-        res["equal"] = not bad and res["stall"] is None
-        if per:
-            res["cycles_per_image"] = sum(k * c for k, c in per) / sum(k for k, _ in per)
-            res["efficiency"] = res["cycles_per_image"] / ii
-        if cfg.get("outputs") and kept:
-            np.save(cfg["outputs"], np.concatenate(kept).astype(np.int64))
+        tally.summarise(res, ii)
+        res["equal"] = not tally.bad and res["stall"] is None
+        if tally.outputs() is not None:
+            np.save(cfg["outputs"], tally.outputs())
         tmp = cfg["result"] + ".tmp"
         Path(tmp).write_text(json.dumps(res, indent=1))
         os.replace(tmp, cfg["result"])
         assert res["stall"] is None, res["stall"]
-        assert not bad, f"{len(bad)} of {n} images differ; first: {res.get('first_mismatch')}"
+        assert not tally.bad, f"{len(tally.bad)} of {n} images differ; first: {res.get('first_mismatch')}"
