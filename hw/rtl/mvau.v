@@ -318,7 +318,9 @@ module bl_ctree #(
             localparam NR = N - NL;
             localparam REG = (PIPE > 0) && (H < TOPH) && (H % (PIPE > 0 ? PIPE : 1) == 0);
             wire [WC-1:0] sl;
-            wire [WO-1:0] s;
+            // keep: stops yosys (alumacc) merging the tree into one $macc, which it maps to LUT
+            // logic (~4x the LUTs on ECP5) instead of one carry chain per adder
+            (* keep *) wire [WO-1:0] s;
             bl_ctree #(.N(NL), .H(H-1), .W0(W0), .WMAX(WMAX), .SGN(SGN), .PIPE(PIPE), .TOPH(TOPH))
                 u_l (.clk(clk), .terms(terms[NL*W0-1:0]), .sum(sl));
             wire [WO-1:0] el;
