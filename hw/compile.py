@@ -190,6 +190,10 @@ class MVAU:
     def cycles(self, pe=None, simd=None):
         return U.mvau_cycles(self.mw, self.mh, pe or self.pe, simd or self.simd, self.pixels)
 
+    def latency(self, simd=None):
+        """bl_mvau's pipeline: cycles from a vector's last input beat to its output beat."""
+        return U.mvau_latency(simd or self.simd, self.mode, self.in_bits, self.acc_bits, self.w_bits)
+
     def resources(self, kbit, pe=None, simd=None):
         return U.mvau_resources(self.mw, self.mh, pe or self.pe, simd or self.simd, self.mode, self.in_bits,
                                 self.acc_bits, self.n_thr, self.w_bits, kbit)
@@ -588,7 +592,7 @@ def estimate(graph: Graph, board):
         r = l.resources(kbit)
         extra = {}
         if isinstance(l, MVAU):
-            extra = {"PE": l.pe, "SIMD": l.simd}
+            extra = {"PE": l.pe, "SIMD": l.simd, "pipeline_cycles": l.latency()}
         elif isinstance(l, Thresholding):
             extra = {"PE": l.pe, "thresholds": l.n_thr}
         elif isinstance(l, SWG) and l.padded:
@@ -609,7 +613,7 @@ def estimate(graph: Graph, board):
     total = {k: sum(r[k] for r in rows) + glue[k] for k in ("lut", "ff", "bram")}
     clk = board.clock_mhz
     return dict(board=board.name, clock_mhz=clk, layers=rows, glue=glue, total=total, analytic_ii=int(ii),
-                latency_cycles=int(sum(r["cycles"] for r in rows)), fps=clk * 1e6 / ii,
+                latency_cycles=int(sum(r["cycles"] + r.get("pipeline_cycles", 0) for r in rows)), fps=clk * 1e6 / ii,
                 capacity=dict(lut=board.lut, ff=board.ff, bram=board.bram))
 
 

@@ -145,6 +145,30 @@ def mvau_cycles(mw, mh, pe, simd, pixels=1):
     return (mw // simd) * (mh // pe) * pixels
 
 
+TREE_PIPE_MVAU = 2     # bl_mvau TREE_PIPE: adder-tree levels between pipeline registers
+
+
+def mvau_tree(simd, mode, in_bits, acc_bits, w_bits=1, tree_pipe=TREE_PIPE_MVAU):
+    """bl_mvau's compressor tree: (term bits, levels, register stages, [(nodes, bits) per level])."""
+    tb = min(acc_bits, 1 if mode == MODE_XNOR else in_bits + 1 if mode == MODE_BIPOLAR else in_bits + w_bits)
+    td = math.ceil(math.log2(simd)) if simd > 1 else 0
+    ts = (td - 1) // tree_pipe if tree_pipe > 0 and td > 1 else 0
+    levels = [(math.ceil(simd / 2 ** h), min(tb + h, acc_bits)) for h in range(1, td + 1)]
+    return tb, td, ts, levels
+
+
+def mvau_latency(simd, mode, in_bits, acc_bits, w_bits=1, tree_pipe=TREE_PIPE_MVAU):
+    """Cycles from the issue of a vector's last input beat to its output beat's m_tvalid, with the
+    FIFO empty: stage 1, the tree's registers, partial-sum, accumulator, threshold and FIFO."""
+    return 5 + mvau_tree(simd, mode, in_bits, acc_bits, w_bits, tree_pipe)[2]
+
+
+def mvau_out_fifo(simd, mode, in_bits, acc_bits, w_bits=1, tree_pipe=TREE_PIPE_MVAU):
+    """bl_mvau's output FIFO depth: OUT_FIFO, or the credit round trip rounded up to a power of two."""
+    ts = mvau_tree(simd, mode, in_bits, acc_bits, w_bits, tree_pipe)[2]
+    return 1 << (max(OUT_FIFO_MVAU, ts + 7) - 1).bit_length()
+
+
 def bram_blocks(depth, width, kbit=18):
     """Block RAMs for a depth x width memory (simple dual port), best aspect ratio per block."""
     if depth <= 0 or width <= 0:
@@ -170,20 +194,24 @@ def mvau_resources(mw, mh, pe, simd, mode, in_bits, acc_bits, n_thr, w_bits=1, k
     if mode == MODE_XNOR:
         mult = simd                                           # one XNOR per lane
     elif mode == MODE_BIPOLAR:
-        mult = simd * acc_bits // 2                            # conditional negate
+        mult = simd * min(acc_bits, in_bits + 1) // 2          # conditional negate at term width
     else:
         mult = simd * (2 * math.ceil((w + a) / 6) - 1) * (w + a)
-    tree_bits = max(1, min(acc_bits, a + w + math.ceil(math.log2(max(simd, 2)))))
-    tree = (simd - 1) * tree_bits
+    # compressor tree: level h adds pairs at TB + h bits (LUT4 equivalents ~ bits per adder)
+    _, _, _, levels = mvau_tree(simd, mode, in_bits, acc_bits, w_bits)
+    tree = sum(n * b for n, b in levels)
+    tree_ff = sum(n * b for h, (n, b) in enumerate(levels, 1)
+                  if h % TREE_PIPE_MVAU == 0 and h < len(levels))
     comp = n_thr * acc_bits
     wl, wb = memory_cost(sf * nf, pe * simd * w, kbit)
     tl, tb = memory_cost(nf, pe * max(n_thr, 1) * acc_bits, kbit) if n_thr else (0, 0)
     bl, bb = memory_cost(sf, simd * a, kbit) if nf > 1 else (0, 0)
     out_bits = unsigned_bits(n_thr) if n_thr else acc_bits
-    fifo = pe * out_bits * OUT_FIFO_MVAU // 4
+    depth = mvau_out_fifo(simd, mode, in_bits, acc_bits, w_bits)
+    fifo = pe * out_bits * depth // 4
     lut = 60 + pe * (mult + tree + acc_bits + comp) + wl + tl + bl + fifo
-    ff = 40 + simd * a * 2 + pe * simd * w + pe * (2 * acc_bits + n_thr * acc_bits) \
-        + pe * out_bits * OUT_FIFO_MVAU
+    ff = 40 + simd * a * 2 + pe * simd * w + pe * (2 * acc_bits + n_thr * acc_bits + tree_ff + out_bits) \
+        + pe * out_bits * depth
     return dict(lut=int(lut), ff=int(ff), bram=int(wb + tb + bb))
 
 

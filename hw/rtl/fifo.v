@@ -16,7 +16,8 @@ module bl_fifo #(
 );
     localparam AB = $clog2(DEPTH);
     localparam CB = $clog2(DEPTH + 1);
-    localparam [CB-1:0] FULL = DEPTH;
+    localparam integer FULL_I = DEPTH;
+    localparam [CB-1:0] FULL = FULL_I[CB-1:0];
     reg [WIDTH-1:0] mem [0:DEPTH-1];
     reg [AB-1:0] wp, rp;
     reg [CB-1:0] count;

@@ -25,7 +25,8 @@ module bl_mvau #(
     parameter OUT_BITS = 1,
     parameter WEIGHT_FILE = "",      // empty: no initial contents (lets tools elaborate the defaults)
     parameter THRESH_FILE = "",
-    parameter OUT_FIFO = 8
+    parameter OUT_FIFO = 8,
+    parameter TREE_PIPE = 2          // adder-tree levels between pipeline registers (0: none)
 ) (
     input  wire                     ap_clk,
     input  wire                     ap_rst_n,
@@ -47,14 +48,26 @@ module bl_mvau #(
     localparam NT = N_THR > 0 ? N_THR : 1;
     localparam TW = PE * NT * ACC_BITS;
     localparam OW = PE * OUT_BITS;
-    localparam CB = $clog2(OUT_FIFO + 1);
+    // compressor tree (stage 2): terms of TB bits, TD levels, TS pipeline registers
+    localparam TB_I = MODE == 0 ? 1 : (MODE == 1 ? IN_BITS + 1 : IN_BITS + W_BITS);
+    localparam TB = TB_I < ACC_BITS ? TB_I : ACC_BITS;
+    localparam SGN = MODE == 0 ? 0 : 1;
+    localparam TD = SIMD > 1 ? $clog2(SIMD) : 0;
+    localparam TS = (TREE_PIPE > 0 && TD > 1) ? (TD - 1) / TREE_PIPE : 0;
+    localparam TOW_I = TB + TD;
+    localparam TOW = TOW_I < ACC_BITS ? TOW_I : ACC_BITS;
+    // output FIFO: at least the credit round trip (issue to pop, TS + 7 cycles) so a fold of
+    // one beat per vector still issues every cycle; a power of two
+    localparam FD_MIN = OUT_FIFO > TS + 7 ? OUT_FIFO : TS + 7;
+    localparam FD = 1 << $clog2(FD_MIN);
+    localparam CB = $clog2(FD + 1);
     localparam integer SF_LAST_I = SF - 1;
     localparam [SFB-1:0] SF_LAST = SF_LAST_I[SFB-1:0];
     localparam integer NF_LAST_I = NF - 1;
     localparam [NFB-1:0] NF_LAST = NF_LAST_I[NFB-1:0];
     localparam integer WD_LAST_I = WD - 1;
     localparam [WAB-1:0] WD_LAST = WD_LAST_I[WAB-1:0];
-    localparam integer CREDITS_I = OUT_FIFO;
+    localparam integer CREDITS_I = FD;
     localparam [CB-1:0] CREDITS = CREDITS_I[CB-1:0];
 
     // ---------------- issue stage: fold counters and flow control
@@ -129,41 +142,82 @@ module bl_mvau #(
     end
     wire [IW-1:0] x1 = from_in1 ? xin1 : xbuf1;
 
-    // ---------------- stage 2: per-PE products and adder tree
+    // ---------------- stage 2: per-PE products and compressor tree
+    // Terms are TB bits wide (1 for XNOR); tree level h adds pairs at TB+h bits (capped at ACC_BITS,
+    // where the sum wraps like the accumulator), with a register after every TREE_PIPE levels
+    // below the root: TS extra cycles of latency, none of throughput.
     wire [PE*ACC_BITS-1:0] part1;
     genvar gp, gs;
     generate
         for (gp = 0; gp < PE; gp = gp + 1) begin : g_pe
-            wire [SIMD*ACC_BITS-1:0] terms;
+            wire [SIMD*TB-1:0] terms;
             for (gs = 0; gs < SIMD; gs = gs + 1) begin : g_simd
                 wire [IN_BITS-1:0] xs = x1[gs*IN_BITS +: IN_BITS];
                 wire [W_BITS-1:0] ws = w1[(gp*SIMD+gs)*W_BITS +: W_BITS];
-                wire [ACC_BITS-1:0] xe = {{(ACC_BITS-IN_BITS){IN_SIGNED != 0 && xs[IN_BITS-1]}}, xs};
-                wire [ACC_BITS-1:0] term;
+                wire [TB-1:0] term;
                 if (MODE == 0) begin : g_xnor
-                    assign term = {{(ACC_BITS-1){1'b0}}, ~(xs[0] ^ ws[0])};
-                end else if (MODE == 1) begin : g_pm
-                    assign term = ws[0] ? xe : (~xe + 1'b1);
-                end else begin : g_mul
-                    wire [ACC_BITS-1:0] we = {{(ACC_BITS-W_BITS){ws[W_BITS-1]}}, ws};
-                    wire [2*ACC_BITS-1:0] prod = $signed(xe) * $signed(we);
-                    assign term = prod[ACC_BITS-1:0];
+                    assign term = ~(xs[0] ^ ws[0]);
+                end else begin : g_arith
+                    localparam XW = IN_BITS + 1;
+                    wire [XW-1:0] xe = {IN_SIGNED != 0 && xs[IN_BITS-1], xs};
+                    if (MODE == 1) begin : g_pm
+                        wire [XW-1:0] t = ws[0] ? xe : (~xe + 1'b1);
+                        assign term = t[TB-1:0];
+                    end else begin : g_mul
+                        localparam MW2 = XW + W_BITS;
+                        wire signed [MW2-1:0] xm = {{W_BITS{xe[XW-1]}}, xe};
+                        wire signed [MW2-1:0] wm = {{XW{ws[W_BITS-1]}}, ws};
+                        wire signed [MW2-1:0] prod = xm * wm;
+                        assign term = prod[TB-1:0];
+                    end
                 end
-                assign terms[gs*ACC_BITS +: ACC_BITS] = term;
+                assign terms[gs*TB +: TB] = term;
             end
-            bl_addtree #(.N(SIMD), .W(ACC_BITS)) u_tree (.terms(terms), .sum(part1[gp*ACC_BITS +: ACC_BITS]));
+            wire [TOW-1:0] tsum;
+            bl_ctree #(.N(SIMD), .H(TD), .W0(TB), .WMAX(ACC_BITS), .SGN(SGN), .PIPE(TREE_PIPE), .TOPH(TD))
+                u_tree (.clk(ap_clk), .terms(terms), .sum(tsum));
+            if (TOW < ACC_BITS) begin : g_ext
+                assign part1[gp*ACC_BITS +: ACC_BITS] = {{(ACC_BITS-TOW){SGN != 0 && tsum[TOW-1]}}, tsum};
+            end else begin : g_noext
+                assign part1[gp*ACC_BITS +: ACC_BITS] = tsum;
+            end
         end
     endgenerate
+
+    // control alongside the tree's TS register stages
+    localparam CW = NFB + 2;
+    wire [TS:0] vch;
+    wire [(TS+1)*CW-1:0] cch;
+    assign vch[0] = v1;
+    assign cch[CW-1:0] = {first1, last1, nf1};
+    genvar gd;
+    generate
+        for (gd = 1; gd <= TS; gd = gd + 1) begin : g_dly
+            reg vr;
+            reg [CW-1:0] cr;
+            always @(posedge ap_clk) begin
+                if (!ap_rst_n) vr <= 1'b0;
+                else vr <= vch[gd-1];
+                cr <= cch[(gd-1)*CW +: CW];
+            end
+            assign vch[gd] = vr;
+            assign cch[gd*CW +: CW] = cr;
+        end
+    endgenerate
+    wire vT = vch[TS];
+    wire firstT, lastT;
+    wire [NFB-1:0] nfT;
+    assign {firstT, lastT, nfT} = cch[TS*CW +: CW];
 
     reg v2, first2, last2;
     reg [NFB-1:0] nf2;
     reg [PE*ACC_BITS-1:0] part2;
     always @(posedge ap_clk) begin
         if (!ap_rst_n) v2 <= 1'b0;
-        else v2 <= v1;
-        first2 <= first1;
-        last2 <= last1;
-        nf2 <= nf1;
+        else v2 <= vT;
+        first2 <= firstT;
+        last2 <= lastT;
+        nf2 <= nfT;
         part2 <= part1;
     end
 
@@ -192,7 +246,7 @@ module bl_mvau #(
         end
     endgenerate
 
-    // ---------------- activation
+    // ---------------- stage 4: activation (threshold comparisons), registered
     function [31:0] ones;
         input [NT-1:0] v;
         integer q;
@@ -220,32 +274,82 @@ module bl_mvau #(
             end
         end
     endgenerate
+    reg v4;
+    reg [OW-1:0] out4;
+    always @(posedge ap_clk) begin
+        if (!ap_rst_n) v4 <= 1'b0;
+        else v4 <= v3;
+        out4 <= outv;
+    end
 
     // ---------------- output FIFO: the credits above guarantee room, so its s_tready is not needed
     wire fifo_room_unused;
-    bl_fifo #(.WIDTH(OW), .DEPTH(OUT_FIFO)) out_fifo (
+    bl_fifo #(.WIDTH(OW), .DEPTH(FD)) out_fifo (
         .ap_clk(ap_clk), .ap_rst_n(ap_rst_n),
-        .s_tdata(outv), .s_tvalid(v3), .s_tready(fifo_room_unused),
+        .s_tdata(out4), .s_tvalid(v4), .s_tready(fifo_room_unused),
         .m_tdata(m_tdata), .m_tvalid(m_tvalid), .m_tready(m_tready));
 endmodule
 
-// Balanced adder tree over N terms of W bits (two's complement, wraps like the accumulator).
-module bl_addtree #(
+// Compressor (adder) tree over N terms of W0 bits at height H (N <= 2**H): a node at height h sums
+// its children at min(W0 + h, WMAX) bits (SGN: two's complement, else unsigned; at WMAX it wraps
+// like the accumulator). Nodes at heights h % PIPE == 0, 0 < h < TOPH, are registered: every path
+// from a term to the root crosses the same number of registers.
+module bl_ctree #(
     parameter N = 4,
-    parameter W = 8
+    parameter H = 2,
+    parameter W0 = 1,
+    parameter WMAX = 8,
+    parameter SGN = 0,
+    parameter PIPE = 2,
+    parameter TOPH = 2
 ) (
-    input  wire [N*W-1:0] terms,
-    output wire [W-1:0]   sum
+    input  wire                 clk,
+    input  wire [N*W0-1:0]      terms,
+    output wire [((W0 + H) < WMAX ? (W0 + H) : WMAX)-1:0] sum
 );
+    localparam WO = (W0 + H) < WMAX ? (W0 + H) : WMAX;
     generate
-        if (N == 1) begin : g_leaf
+        if (H == 0) begin : g_leaf
             assign sum = terms;
-        end else begin : g_split
-            localparam NL = N / 2;
-            wire [W-1:0] sl, sr;
-            bl_addtree #(.N(NL), .W(W)) u_l (.terms(terms[NL*W-1:0]), .sum(sl));
-            bl_addtree #(.N(N-NL), .W(W)) u_r (.terms(terms[N*W-1:NL*W]), .sum(sr));
-            assign sum = sl + sr;
+        end else begin : g_node
+            localparam WC = (W0 + H - 1) < WMAX ? (W0 + H - 1) : WMAX;
+            localparam HALF = 1 << (H - 1);
+            localparam NL = N < HALF ? N : HALF;
+            localparam NR = N - NL;
+            localparam REG = (PIPE > 0) && (H < TOPH) && (H % (PIPE > 0 ? PIPE : 1) == 0);
+            wire [WC-1:0] sl;
+            // keep: stops yosys (alumacc) merging the tree into one $macc, which it maps to LUT
+            // logic (~4x the LUTs on ECP5) instead of one carry chain per adder
+            (* keep *) wire [WO-1:0] s;
+            bl_ctree #(.N(NL), .H(H-1), .W0(W0), .WMAX(WMAX), .SGN(SGN), .PIPE(PIPE), .TOPH(TOPH))
+                u_l (.clk(clk), .terms(terms[NL*W0-1:0]), .sum(sl));
+            wire [WO-1:0] el;
+            if (WO > WC) begin : g_el
+                assign el = {SGN != 0 && sl[WC-1], sl};
+            end else begin : g_el0
+                assign el = sl;
+            end
+            if (NR > 0) begin : g_r
+                wire [WC-1:0] sr;
+                wire [WO-1:0] er;
+                bl_ctree #(.N(NR), .H(H-1), .W0(W0), .WMAX(WMAX), .SGN(SGN), .PIPE(PIPE), .TOPH(TOPH))
+                    u_r (.clk(clk), .terms(terms[N*W0-1:NL*W0]), .sum(sr));
+                if (WO > WC) begin : g_er
+                    assign er = {SGN != 0 && sr[WC-1], sr};
+                end else begin : g_er0
+                    assign er = sr;
+                end
+                assign s = el + er;
+            end else begin : g_pass
+                assign s = el;
+            end
+            if (REG) begin : g_reg
+                reg [WO-1:0] q;
+                always @(posedge clk) q <= s;
+                assign sum = q;
+            end else begin : g_comb
+                assign sum = s;
+            end
         end
     endgenerate
 endmodule
