@@ -2,9 +2,9 @@
 
 The MVAU sits in a small wrapper (serial-in shift register for s_tdata, XOR of the registered
 output) so a wide unit fits the package's pins; random weights/thresholds from sim.tb_mvau.
-    python -m hw.fmax_mvau tfc0          # MW 784, MH 64, PE 16, SIMD 49, 8-bit x +-1 (default TFC layer 0)
-    python -m hw.fmax_mvau xnor64        # MW 64, MH 64, PE 8, SIMD 64, XNOR
-    python -m hw.fmax_mvau xnor64 --rtl path/to/mvau.v --tag before
+    python -m bitlens.bench.fmax_mvau tfc0          # MW 784, MH 64, PE 16, SIMD 49, 8-bit x +-1 (default TFC layer 0)
+    python -m bitlens.bench.fmax_mvau xnor64        # MW 64, MH 64, PE 8, SIMD 64, XNOR
+    python -m bitlens.bench.fmax_mvau xnor64 --rtl path/to/mvau.v --tag before
 Writes build/fmax/<case>-<tag>/result.json (fmax_mhz, nextpnr and yosys cell counts)."""
 import argparse
 import json
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hw import units as U
 from hw.bitstream import REPO, RTL, run_tool
+from sim import tb_mvau
 
 CASES = {
     "tfc0": dict(mw=784, mh=64, pe=16, simd=49, mode=U.MODE_BIPOLAR, in_bits=8, n_thr=1),
@@ -38,7 +39,6 @@ endmodule
 
 
 def run(case: str, rtl: Path = None, tag: str = "cur", extra: dict = None, seed: int = 1) -> dict:
-    from sim import tb_mvau
     work = REPO / "build" / "fmax" / f"{case}-{tag}"
     work.mkdir(parents=True, exist_ok=True)
     params, in_w, out_w, _, _ = tb_mvau.make_case(mem_dir=work, vectors=2, **CASES[case])
