@@ -16,21 +16,22 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def positive_int(s):
+def _whole(s):
     try:
-        v = int(s)
+        return int(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{s}' is not a whole number") from None
+
+
+def positive_int(s):
+    v = _whole(s)
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {v}")
     return v
 
 
 def nonneg_int(s):
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{s}' is not a whole number") from None
+    v = _whole(s)
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
     return v
