@@ -1,4 +1,5 @@
 `timescale 1ns/1ps
+`default_nettype none
 // board_top_ecp5: the BitLens accelerator (module bitlens_top) behind a UART, for boards whose
 // only link to the host is a USB serial chip (ULX3S: FTDI FT231X; nothing here is ECP5-specific).
 //
@@ -270,3 +271,4 @@ module board_top_ecp5 #(
 
     assign led = {err, in_flight, 2'b00, led_class[3:0]};
 endmodule
+`default_nettype wire

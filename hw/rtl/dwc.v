@@ -1,4 +1,5 @@
 `timescale 1ns/1ps
+`default_nettype none
 // bl_dwc: stream width converter between IN_W and OUT_W where one divides the other. Element 0 is
 // in the LSBs on both sides, so up-conversion puts the first input beat lowest and down-conversion
 // emits the lowest slice first.
@@ -15,6 +16,17 @@ module bl_dwc #(
     output wire              m_tvalid,
     input  wire              m_tready
 );
+    // illegal parameters stop the simulation at time 0 and yosys at elaboration
+    initial begin
+        if (IN_W < 1 || OUT_W < 1) begin
+            $error("bl_dwc: widths IN_W %0d, OUT_W %0d must be at least 1 (instance %m)", IN_W, OUT_W);
+            $finish;
+        end
+        if ((IN_W > OUT_W ? IN_W % OUT_W : OUT_W % IN_W) != 0) begin
+            $error("bl_dwc: IN_W %0d and OUT_W %0d: one must divide the other (instance %m)", IN_W, OUT_W);
+            $finish;
+        end
+    end
     generate
         if (IN_W == OUT_W) begin : g_pass
             assign m_tdata = s_tdata;
@@ -81,3 +93,4 @@ module bl_dwc #(
         end
     endgenerate
 endmodule
+`default_nettype wire

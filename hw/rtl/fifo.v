@@ -1,4 +1,5 @@
 `timescale 1ns/1ps
+`default_nettype none
 // bl_fifo: synchronous FIFO, DEPTH a power of two >= 2. s_tready depends only on the fill level, so
 // a FIFO between two units cuts any combinational ready path between them.
 module bl_fifo #(
@@ -14,6 +15,17 @@ module bl_fifo #(
     output wire              m_tvalid,
     input  wire              m_tready
 );
+    // illegal parameters stop the simulation at time 0 and yosys at elaboration
+    initial begin
+        if (WIDTH < 1) begin
+            $error("bl_fifo: WIDTH %0d must be at least 1 (instance %m)", WIDTH);
+            $finish;
+        end
+        if (DEPTH < 2 || (DEPTH & (DEPTH - 1)) != 0) begin
+            $error("bl_fifo: DEPTH %0d must be a power of two >= 2 (instance %m)", DEPTH);
+            $finish;
+        end
+    end
     localparam AB = $clog2(DEPTH);
     localparam CB = $clog2(DEPTH + 1);
     localparam integer FULL_I = DEPTH;
@@ -41,3 +53,4 @@ module bl_fifo #(
         end
     end
 endmodule
+`default_nettype wire

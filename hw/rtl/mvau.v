@@ -1,4 +1,5 @@
 `timescale 1ns/1ps
+`default_nettype none
 // bl_mvau: FINN-style matrix-vector-activation unit.
 // Input: SIMD elements of IN_BITS per beat, SF = MW/SIMD beats per vector. Output: PE elements per
 // beat, NF = MH/PE beats per vector (beat nf, lane p = channel nf*PE + p).
@@ -353,3 +354,4 @@ module bl_ctree #(
         end
     endgenerate
 endmodule
+`default_nettype wire

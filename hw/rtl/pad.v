@@ -27,6 +27,21 @@ module bl_pad #(
     output reg                   m_tvalid,
     input  wire                  m_tready
 );
+    // illegal parameters stop the simulation at time 0 and yosys at elaboration
+    initial begin
+        if (SIMD < 1 || C % SIMD != 0) begin
+            $error("bl_pad: SIMD %0d must divide C %0d (instance %m)", SIMD, C);
+            $finish;
+        end
+        if (PAD_T < 0 || PAD_L < 0 || PAD_B < 0 || PAD_R < 0) begin
+            $error("bl_pad: padding amounts must not be negative (instance %m)");
+            $finish;
+        end
+        if (PAD_VAL < 0 || PAD_VAL >= (1 << BITS)) begin
+            $error("bl_pad: PAD_VAL %0d does not fit BITS %0d (instance %m)", PAD_VAL, BITS);
+            $finish;
+        end
+    end
     localparam CF = C / SIMD;
     localparam OH = PAD_T + IFM_H + PAD_B;
     localparam OW = PAD_L + IFM_W + PAD_R;

@@ -1,4 +1,5 @@
 `timescale 1ns/1ps
+`default_nettype none
 // bl_pool: K x K max-pool with stride K over an NHWC stream of IFM x IFM pixels, C channels,
 // PE channels of unsigned BITS per beat (for 1-bit values this is an OR). Rows and columns past
 // OFM*K are consumed and dropped (floor mode, as MaxPool). Partial maxima of one output row live
@@ -19,6 +20,21 @@ module bl_pool #(
     output reg                 m_tvalid,
     input  wire                m_tready
 );
+    // illegal parameters stop the simulation at time 0 and yosys at elaboration
+    initial begin
+        if (K < 1 || IFM < K) begin
+            $error("bl_pool: K %0d must be in 1..IFM (%0d) (instance %m)", K, IFM);
+            $finish;
+        end
+        if (PE < 1 || C % PE != 0) begin
+            $error("bl_pool: PE %0d must divide C %0d (instance %m)", PE, C);
+            $finish;
+        end
+        if (BITS < 1) begin
+            $error("bl_pool: BITS %0d must be at least 1 (instance %m)", BITS);
+            $finish;
+        end
+    end
     localparam CF = C / PE;
     localparam OFM = IFM / K;
     localparam W = PE * BITS;
@@ -102,3 +118,4 @@ module bl_pool #(
         end
     end
 endmodule
+`default_nettype wire

@@ -1,4 +1,5 @@
 `timescale 1ns/1ps
+`default_nettype none
 // bl_swg: sliding-window generator for a K x K convolution with stride S (padding: bl_pad in front).
 // Input: NHWC image, IFM_H x IFM_W pixels (default IFM x IFM) of C channels, SIMD channels of BITS
 // per beat.
@@ -32,6 +33,25 @@ module bl_swg #(
     output wire                  m_tvalid,
     input  wire                  m_tready
 );
+    // illegal parameters stop the simulation at time 0 and yosys at elaboration
+    initial begin
+        if (K < 1 || S < 1 || K > IFM_H || K > IFM_W) begin
+            $error("bl_swg: K %0d and S %0d: need 1 <= K <= IFM_H, IFM_W and S >= 1 (instance %m)", K, S);
+            $finish;
+        end
+        if (SIMD < 1 || C % SIMD != 0) begin
+            $error("bl_swg: SIMD %0d must divide C %0d (instance %m)", SIMD, C);
+            $finish;
+        end
+        if (BUF_ROWS < K) begin
+            $error("bl_swg: BUF_ROWS %0d must hold the K (%0d) rows of a window (instance %m)", BUF_ROWS, K);
+            $finish;
+        end
+        if (BITS < 1 || OUT_FIFO < 1) begin
+            $error("bl_swg: BITS %0d and OUT_FIFO %0d must be at least 1 (instance %m)", BITS, OUT_FIFO);
+            $finish;
+        end
+    end
     localparam CF = C / SIMD;
     localparam OFM_H = (IFM_H - K) / S + 1;
     localparam OFM_W = (IFM_W - K) / S + 1;
@@ -222,3 +242,4 @@ module bl_swg #(
         .s_tdata(rdata), .s_tvalid(rv), .s_tready(fifo_room_unused),
         .m_tdata(m_tdata), .m_tvalid(m_tvalid), .m_tready(m_tready));
 endmodule
+`default_nettype wire

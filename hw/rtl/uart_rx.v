@@ -1,4 +1,5 @@
 `timescale 1ns/1ps
+`default_nettype none
 // bl_uart_rx: 8N1 UART receiver. CLKS_PER_BIT = f_clk / baud (the build picks a baud that divides
 // the clock exactly, e.g. 25 MHz / 1 Mbaud = 25, which the FTDI chip also generates exactly).
 // The line is synchronised with two flops; a start bit is re-checked at its middle so a glitch
@@ -13,6 +14,13 @@ module bl_uart_rx #(
     output reg        valid,      // one-cycle pulse per received byte
     output reg        frame_err   // one-cycle pulse when a stop bit was 0 (byte dropped)
 );
+    // illegal parameters stop the simulation at time 0 and yosys at elaboration
+    initial begin
+        if (CLKS_PER_BIT < 4) begin
+            $error("bl_uart_rx: CLKS_PER_BIT %0d: need at least 4 clocks a bit to sample a bit's middle (instance %m)", CLKS_PER_BIT);
+            $finish;
+        end
+    end
     localparam CB = $clog2(CLKS_PER_BIT + 1);
     localparam [CB-1:0] FULL = CLKS_PER_BIT - 1;
     localparam [CB-1:0] HALF = (CLKS_PER_BIT - 1) / 2;
@@ -79,3 +87,4 @@ module bl_uart_rx #(
         end
     end
 endmodule
+`default_nettype wire

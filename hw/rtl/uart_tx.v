@@ -1,4 +1,5 @@
 `timescale 1ns/1ps
+`default_nettype none
 // bl_uart_tx: 8N1 UART transmitter with a valid/ready byte input (ready while idle).
 module bl_uart_tx #(
     parameter CLKS_PER_BIT = 25
@@ -10,6 +11,13 @@ module bl_uart_tx #(
     output wire       ready,
     output reg        tx
 );
+    // illegal parameters stop the simulation at time 0 and yosys at elaboration
+    initial begin
+        if (CLKS_PER_BIT < 1) begin
+            $error("bl_uart_tx: CLKS_PER_BIT %0d must be at least 1 (instance %m)", CLKS_PER_BIT);
+            $finish;
+        end
+    end
     localparam CB = $clog2(CLKS_PER_BIT + 1);
     localparam [CB-1:0] FULL = CLKS_PER_BIT - 1;
 
@@ -47,3 +55,4 @@ module bl_uart_tx #(
         end
     end
 endmodule
+`default_nettype wire
