@@ -20,7 +20,7 @@ TWIN    ?= $(shell $(PY) -m model.zoo twin '$(MODEL)')
 export YOWASP_CACHE_DIR := $(CURDIR)/.cache/yowasp
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup check-args finn-setup demo test test-all train export seeds bitstream sim finn-check gradreg report reports bench interop clean
+.PHONY: setup lock check-args finn-setup demo test test-all train export seeds bitstream sim finn-check gradreg report reports bench interop clean
 
 # Fashion-MNIST (DATASET=fashion-mnist) is Debian's package dataset-fashion-mnist: installed as root
 # when apt can (never an error: without it only DATASET=fashion-mnist stops, saying how to get it).
@@ -44,6 +44,19 @@ setup: .venv/.stamp
 	@command -v iverilog >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq iverilog) >/dev/null 2>&1; } || echo "note: iverilog not installed; Icarus testbenches will say so"
 	$(fashion_install)
 	touch $@
+
+# requirements.txt is the lock of requirements.in (direct dependencies). `make lock` regenerates it
+# with uv (pinned) in a throwaway venv, keeping the lock's current pins where they still fit;
+# torch is left out (requirements-lock-overrides.txt): the recipe above installs it first.
+# tests/test_requirements.py checks that .venv holds exactly the locked versions.
+LOCKVENV := build/.lockvenv
+lock:
+	rm -rf $(LOCKVENV)
+	python3 -m venv $(LOCKVENV)
+	$(LOCKVENV)/bin/pip install -q uv==0.13.9
+	$(LOCKVENV)/bin/uv pip compile -q requirements.in -o requirements.txt \
+		--override requirements-lock-overrides.txt --python-version 3.11 --no-annotate
+	rm -rf $(LOCKVENV)
 
 # FINN (finn-plus) in its own venv: its pins (onnx 1.21, onnxruntime 1.25, protobuf 5.29, brevitas
 # 0.13.0) clash with .venv's. requirements-finn.txt pins every package; --no-deps because brevitas
