@@ -381,3 +381,80 @@ def dwc_resources(in_w, out_w):
 def dwc_cycles(in_elems, out_elems, total_elems):
     """One beat of the wider side per max(ratio) cycles: the narrow side moves one beat per cycle."""
     return total_elems // min(in_elems, out_elems)
+
+
+FIFO_LATENCY = 1    # bl_fifo: a beat taken in cycle c is offered from cycle c + 1
+DWC_LATENCY = 1     # bl_dwc (unequal widths): the converted beat is offered the cycle after it is complete
+
+
+def fifo_ref(words):
+    """bl_fifo hands on every beat unchanged, in order."""
+    return [int(w) for w in words]
+
+
+def fifo_cycles(beats):
+    """Cycles from the first beat in to the last beat out (both counted), neither side stalling:
+    bl_fifo takes and gives one beat a cycle at any DEPTH >= 2."""
+    return beats + FIFO_LATENCY
+
+
+def dwc_ref(words, in_elems, out_elems, bits):
+    """bl_dwc: the same element stream in beats of out_elems (element 0 in the LSBs on both sides)."""
+    return pack_beats(unpack_beats(words, in_elems, bits), out_elems, bits)
+
+
+def dwc_stream_cycles(in_elems, out_elems, total_elems):
+    """Cycles from the first beat in to the last beat out (both counted), neither side stalling: the
+    narrow side moves a beat a cycle; equal widths are a wire."""
+    lat = 0 if in_elems == out_elems else DWC_LATENCY
+    return dwc_cycles(in_elems, out_elems, total_elems) + lat
+
+
+# ----------------------------------------------------------------------------- UART (8N1)
+def uart_line(data, clks_per_bit):
+    """bl_uart_tx's line, one level a cycle, for bytes offered back to back: each byte takes one
+    cycle to be taken (line idle), then the start bit, 8 data bits LSB first and the stop bit, each
+    clks_per_bit cycles."""
+    line = []
+    for byte in data:
+        bits = [0] + [(int(byte) >> i) & 1 for i in range(8)] + [1]
+        line += [1] + [b for b in bits for _ in range(clks_per_bit)]
+    return line
+
+
+def uart_tx_cycles(n_bytes, clks_per_bit):
+    return n_bytes * (10 * clks_per_bit + 1)
+
+
+def uart_rx_ref(line, clks_per_bit):
+    """What bl_uart_rx makes of a line (one level a cycle): a falling edge starts a byte if the line is
+    still low half a bit later; the data bits are sampled a bit apart from there; a low stop bit drops
+    the byte. Returns [(byte, framing_ok)], in order."""
+    line = [int(v) for v in line]
+    half = (clks_per_bit - 1) // 2
+    out, t = [], 0
+    while t < len(line):
+        if line[t]:
+            t += 1
+            continue
+        mid = t + half + 1                  # the start bit's middle
+        if mid >= len(line):
+            break
+        if line[mid]:                       # a glitch, not a start bit
+            t = mid + 1
+            continue
+        samples = [mid + clks_per_bit * (i + 1) for i in range(9)]
+        if samples[-1] >= len(line):
+            break
+        byte = sum(line[s] << i for i, s in enumerate(samples[:8]))
+        out.append((byte, bool(line[samples[8]])))
+        t = samples[8] + 1
+    return out
+
+
+def uart_resources(clks_per_bit):
+    """Receiver plus transmitter: bit counters of ceil(log2(CLKS_PER_BIT + 1)) bits, two shift
+    registers, state and the two-flop synchroniser."""
+    cb = max(1, int(clks_per_bit).bit_length())
+    ff = (cb + 3 + 8 + 8 + 2 + 2 + 2) + (cb + 4 + 9 + 2)
+    return dict(lut=int(2 * cb + 30), ff=int(ff), bram=0)

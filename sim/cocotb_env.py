@@ -1,6 +1,7 @@
 """Simulator set-up and a cocotb runner helper shared by every BitLens testbench.
 
-Streams are driven by a generated Verilog wrapper (`bl_tb_wrap`) around the device: cocotb writes
+The unit testbenches drive their streams with cocotbext-axi (sim/axis_tb.py). The whole
+accelerator's (sim/tb_top.py) are driven by a generated Verilog wrapper (`bl_tb_wrap`): cocotb writes
 the input words to a hex file, pulses `load`, the wrapper streams them at full speed (optionally
 with pseudo-random idle cycles on the source and back-pressure on the sink), records each output
 beat and the cycle at which each image's last output beat arrived, and dumps both on `dump`. Python
@@ -438,94 +439,3 @@ def steady_cycles(stamps, warmup=1):
     w = warmup if s.size - 1 > warmup else 0
     k = s.size - 1 - w
     return float((s[-1] - s[w]) / k), k
-
-
-# ----------------------------------------------------------------------------- unit runs
-DEFAULT_PHASES = ((0, 0), (6, 9), (0, 12), (11, 0))   # (idle level, back-pressure level) out of 16
-
-
-async def check_stream(dut):
-    """Generic cocotb body: stream the configured words in every (idle, back-pressure) phase and
-    compare every output beat with the expected words."""
-    cfg = load_config()
-    if cfg.get("check_reset"):
-        await check_reset(dut)
-    await reset_wrapper(dut)
-    mon = None
-    if cfg.get("monitor"):
-        import cocotb
-        mon = cocotb.start_soon(handshake_monitor(dut))
-    for idle, bp in cfg["phases"]:
-        outs, _ = await stream_chunk(dut, cfg["in_words"], len(cfg["out_words"]), idle_level=idle,
-                                     bp_level=bp, stall_cycles=cfg.get("stall_cycles", 20000),
-                                     out_beats=cfg.get("out_beats", 1))
-        compare_words(outs, cfg["out_words"], f"{cfg['unit']} (idle {idle}/16, backpressure {bp}/16)")
-    if mon is not None:
-        mon.cancel()
-        if _violations:
-            raise AssertionError(f"AXI-Stream rule broken: {_violations[0]}")
-    dut._log.info("%s: %d beats in, %d out, %d phases equal", cfg["unit"], len(cfg["in_words"]),
-                  len(cfg["out_words"]), len(cfg["phases"]))
-
-
-_violations = []
-
-
-def _resolved(sig):
-    return sig.value.is_resolvable
-
-
-async def check_reset(dut):
-    """4-state check (Icarus): during and right after reset the handshake outputs are 0, not X."""
-    from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
-    _hold_reset(dut)
-    await ClockCycles(dut.ap_clk, 3)
-    await ReadOnly()
-    for sig in (dut.dut.m_tvalid, dut.dut.s_tready):
-        if not _resolved(sig) or int(sig.value) != 0:
-            raise AssertionError(f"{sig._name} is {sig.value} during reset, expected 0")
-    await RisingEdge(dut.ap_clk)
-    dut.ap_rst_n.value = 1
-    await ClockCycles(dut.ap_clk, 3)
-    await ReadOnly()
-    if not _resolved(dut.dut.m_tvalid) or int(dut.dut.m_tvalid.value) != 0:
-        raise AssertionError(f"m_tvalid is {dut.dut.m_tvalid.value} after reset with no input, expected 0")
-    if not _resolved(dut.dut.s_tready):
-        raise AssertionError(f"s_tready is {dut.dut.s_tready.value} after reset")
-    await RisingEdge(dut.ap_clk)
-
-
-async def handshake_monitor(dut):
-    """Once m_tvalid is high it stays high with the same data until m_tready takes the beat;
-    valid/ready are never X after reset."""
-    from cocotb.triggers import ReadOnly, RisingEdge
-    held = None
-    while True:
-        await RisingEdge(dut.ap_clk)
-        await ReadOnly()
-        if int(dut.ap_rst_n.value) == 0 or int(dut.load.value):
-            held = None
-            continue
-        v, r = dut.dut.m_tvalid, dut.m_tready
-        if not _resolved(v) or not _resolved(dut.dut.s_tready):
-            _violations.append(f"X on valid/ready at {dut.cycle.value}")
-            continue
-        d = str(dut.dut.m_tdata.value)
-        if held is not None and (int(v.value) == 0 or d != held):
-            _violations.append(f"beat withdrawn or changed under back-pressure at cycle {int(dut.cycle.value)}")
-        held = d if (int(v.value) and _resolved(r) and int(r.value) == 0) else None
-
-
-def run_stream_unit(unit, dut_module, params, in_w, out_w, in_words, out_words, test_module,
-                    build_dir, simulator=None, phases=DEFAULT_PHASES, sources=None, checks=False):
-    """Wrap `dut_module` (Verilog parameters `params`), stream in_words, check out_words."""
-    build_dir = Path(build_dir).resolve()
-    build_dir.mkdir(parents=True, exist_ok=True)
-    wrap = write_wrapper(build_dir / "bl_tb_wrap.v", dut_module, params, in_w, out_w,
-                         len(in_words), len(out_words))
-    from hw.units import RTL_DIR, UNIT_FILES
-    srcs = [RTL_DIR / f for f in UNIT_FILES] if sources is None else list(sources)
-    cfg = dict(unit=unit, in_words=[int(w) for w in in_words], out_words=[int(w) for w in out_words],
-               phases=[list(p) for p in phases], monitor=checks, check_reset=checks)
-    return run_cocotb(srcs + [wrap], "bl_tb_wrap", test_module, build_dir / "sim_build",
-                      simulator=simulator, config=cfg, test_dir=build_dir)

@@ -3,6 +3,7 @@ complement), random idle cycles and back-pressure; every output beat equals the 
 import numpy as np
 
 from hw import units as U
+from sim import axis_tb as A
 from sim import cocotb_env as E
 
 try:
@@ -59,13 +60,13 @@ def make_case(mw, mh, pe, simd, mode, in_bits=1, in_signed=False, w_bits=1, n_th
     return params, simd * in_bits, pe * out_bits, in_words, out_words
 
 
-def run(build_dir, simulator=None, phases=E.DEFAULT_PHASES, checks=False, **case):
+def run(build_dir, simulator=None, phases=A.DEFAULT_PHASES, checks=False, **case):
     params, in_w, out_w, iw, ow = make_case(mem_dir=build_dir, **case)
-    return E.run_stream_unit("bl_mvau", "bl_mvau", params, in_w, out_w, iw, ow, "sim.tb_mvau",
+    return A.run_unit_stream("bl_mvau", "bl_mvau", params, iw, ow, "sim.tb_mvau",
                              build_dir, simulator=simulator, phases=phases, checks=checks)
 
 
 if cocotb is not None:
     @cocotb.test()
     async def stream(dut):
-        await E.check_stream(dut)
+        await A.check_unit_stream(dut)

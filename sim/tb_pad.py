@@ -4,7 +4,7 @@ pad_value) beat by beat."""
 import numpy as np
 
 from hw import units as U
-from sim import cocotb_env as E
+from sim import axis_tb as A
 
 try:
     import cocotb
@@ -25,13 +25,13 @@ def make_case(h, w, c, simd, bits, pad, pad_value, images=3, seed=0):
         U.pack_beats(y.reshape(-1), simd, bits)
 
 
-def run(build_dir, simulator=None, phases=E.DEFAULT_PHASES, checks=False, **case):
+def run(build_dir, simulator=None, phases=A.DEFAULT_PHASES, checks=False, **case):
     params, in_w, out_w, iw, ow = make_case(**case)
-    return E.run_stream_unit("bl_pad", "bl_pad", params, in_w, out_w, iw, ow, "sim.tb_pad", build_dir,
+    return A.run_unit_stream("bl_pad", "bl_pad", params, iw, ow, "sim.tb_pad", build_dir,
                              simulator=simulator, phases=phases, checks=checks)
 
 
 if cocotb is not None:
     @cocotb.test()
     async def stream(dut):
-        await E.check_stream(dut)
+        await A.check_unit_stream(dut)

@@ -3,7 +3,7 @@ and back-pressure."""
 import numpy as np
 
 from hw import units as U
-from sim import cocotb_env as E
+from sim import axis_tb as A
 
 try:
     import cocotb
@@ -21,13 +21,13 @@ def make_case(ifm, c, k, pe, bits, images=3, seed=0):
         U.pack_beats(y.reshape(-1), pe, bits)
 
 
-def run(build_dir, simulator=None, phases=E.DEFAULT_PHASES, checks=False, **case):
+def run(build_dir, simulator=None, phases=A.DEFAULT_PHASES, checks=False, **case):
     params, in_w, out_w, iw, ow = make_case(**case)
-    return E.run_stream_unit("bl_pool", "bl_pool", params, in_w, out_w, iw, ow, "sim.tb_pool", build_dir,
+    return A.run_unit_stream("bl_pool", "bl_pool", params, iw, ow, "sim.tb_pool", build_dir,
                              simulator=simulator, phases=phases, checks=checks)
 
 
 if cocotb is not None:
     @cocotb.test()
     async def stream(dut):
-        await E.check_stream(dut)
+        await A.check_unit_stream(dut)

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from hw import units as U
+from sim import axis_tb as A
 from sim import cocotb_env as E
 
 try:
@@ -49,13 +50,13 @@ def make_case(c, pe, n_thr, pixels=12, images=2, seed=0, mem_dir=".", thresholds
         U.pack_beats(y.reshape(-1), pe, out_bits)
 
 
-def run(build_dir, simulator=None, phases=E.DEFAULT_PHASES, checks=False, **case):
+def run(build_dir, simulator=None, phases=A.DEFAULT_PHASES, checks=False, **case):
     params, in_w, out_w, iw, ow = make_case(mem_dir=build_dir, **case)
-    return E.run_stream_unit("bl_thresholding", "bl_thresholding", params, in_w, out_w, iw, ow,
+    return A.run_unit_stream("bl_thresholding", "bl_thresholding", params, iw, ow,
                              "sim.tb_thresholding", build_dir, simulator=simulator, phases=phases, checks=checks)
 
 
 if cocotb is not None:
     @cocotb.test()
     async def stream(dut):
-        await E.check_stream(dut)
+        await A.check_unit_stream(dut)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from hw import units as U
+from sim import axis_tb as A
 from sim import cocotb_env as E
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,7 +194,7 @@ def test_pool_verilator():
 @needs_verilator
 def test_dwc_fifo_chain_verilator():
     from sim import tb_dwc
-    tb_dwc.run(WORK / "dwc", a=2, b=8, c=4, bits=3)
+    tb_dwc.run_chain(WORK / "dwc", a=2, b=8, c=4, bits=3)
 
 
 @needs_verilator
@@ -203,9 +204,8 @@ def test_wrong_expectation_is_caught():
     params, in_w, out_w, iw, ow = tb_mvau.make_case(mem_dir=WORK / "mvau_xnor", mw=16, mh=8, pe=2, simd=4,
                                                     mode=U.MODE_XNOR, n_thr=1, vectors=8)
     ow[3] ^= 1
-    with pytest.raises(E.SimulationFailed):
-        E.run_stream_unit("bl_mvau", "bl_mvau", params, in_w, out_w, iw, ow, "sim.tb_mvau", WORK / "mvau_xnor",
-                          phases=((0, 0),))
+    with pytest.raises(E.SimulationFailed, match="beat 3 is"):
+        A.run_unit_stream("bl_mvau", "bl_mvau", params, iw, ow, "sim.tb_mvau", WORK / "mvau_xnor", phases=((0, 0),))
 
 
 # The new units' simulations fail (SimulatorError), not skip, when a simulator is missing.
@@ -245,7 +245,7 @@ def test_mvau_reset_handshake_icarus():
 def test_swg_pool_dwc_handshake_icarus():
     from sim import tb_dwc, tb_swg
     tb_swg.run(WORK / "ivl_swg", simulator="icarus", checks=True, ifm=5, c=2, k=3, s=1, simd=1, bits=2, images=2)
-    tb_dwc.run(WORK / "ivl_dwc", simulator="icarus", checks=True, a=2, b=4, c=2, bits=2, beats=24)
+    tb_dwc.run_chain(WORK / "ivl_dwc", simulator="icarus", checks=True, a=2, b=4, c=2, bits=2, beats=24)
 
 
 @pytest.mark.slow
@@ -293,3 +293,98 @@ def test_pad_more_verilator(case):
 def test_swg_rectangular_verilator():
     from sim import tb_swg
     tb_swg.run(WORK / "swg_rect", simulator="verilator", ifm=8, ifm_w=6, c=2, k=3, s=2, simd=1, bits=2)
+
+
+# ----------------------------------------------------------------------------- FIFO, DWC, UART
+def test_fifo_dwc_twins():
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 8, 48)
+    words = U.pack_beats(x, 2, 3)
+    up = U.dwc_ref(words, 2, 6, 3)
+    assert len(up) == 8 and np.array_equal(U.unpack_beats(up, 6, 3), x)
+    assert U.dwc_ref(up, 6, 2, 3) == words
+    assert U.dwc_stream_cycles(2, 6, 48) == 24 + 1 and U.dwc_stream_cycles(6, 2, 48) == 24 + 1
+    assert U.dwc_stream_cycles(4, 4, 48) == 12
+    assert U.fifo_ref(words) == words and U.fifo_cycles(10) == 11
+    assert U.fifo_resources(8, 2048)["bram"] == 1 and U.fifo_resources(8, 4)["bram"] == 0
+
+
+@pytest.mark.parametrize("cpb", [4, 7])
+def test_uart_twins(cpb):
+    """The receiver twin decodes the transmitter twin's line; a low stop bit is a framing error and
+    a glitch shorter than half a bit starts no byte."""
+    data = [0x00, 0xFF, 0xA5, 0x3C]
+    line = U.uart_line(data, cpb)
+    assert len(line) == U.uart_tx_cycles(len(data), cpb)
+    assert U.uart_rx_ref(line + [1] * cpb, cpb) == [(b, True) for b in data]
+    broken = line[:]
+    stop = 1 + 9 * cpb + 2 * (10 * cpb + 1)              # byte 2's stop bit
+    broken[stop:stop + cpb] = [0] * cpb
+    assert U.uart_rx_ref(broken + [1] * 12 * cpb, cpb)[2] == (0xA5, False)
+    glitch = [1] * 3 + [0] * ((cpb - 1) // 2) + [1] * 12 * cpb
+    assert U.uart_rx_ref(glitch, cpb) == []
+    assert U.uart_resources(25)["ff"] > U.uart_resources(4)["ff"]
+
+
+@needs_icarus
+def test_fifo_icarus():
+    """Random words of 70 bits (past one machine word), reset and handshake rules, and one beat a
+    cycle after one of latency, as the twin says."""
+    from sim import tb_fifo
+    tb_fifo.run(WORK / "ivl_fifo", simulator="icarus", checks=True, width=70, depth=4, beats=40)
+
+
+@needs_icarus
+@pytest.mark.parametrize("i,o", [(2, 6), (8, 2), (3, 3)])
+def test_dwc_icarus(i, o):
+    from sim import tb_dwc
+    tb_dwc.run(WORK / f"ivl_dwc_{i}_{o}", simulator="icarus", checks=True, in_elems=i, out_elems=o, bits=3, elems=48)
+
+
+@needs_icarus
+def test_unit_harness_catches_stall_and_wrong_cycles():
+    """A unit that never delivers an expected beat is a named stall, not a hang; a cycle count other
+    than the twin's fails."""
+    from sim import tb_fifo
+    params, iw, ow, cycles = tb_fifo.make_case(width=8, depth=2, beats=8)
+    with pytest.raises(E.SimulationFailed, match="no output: all 8 input beats accepted but only 8 of 9"):
+        A.run_unit_stream("bl_fifo", "bl_fifo", params, iw, ow + [0], "sim.tb_fifo", WORK / "ivl_fifo_bad",
+                          simulator="icarus", phases=((0, 0),), sources=[U.RTL_DIR / "fifo.v"], stall_cycles=50)
+    with pytest.raises(E.SimulationFailed, match="the twin says 10"):
+        A.run_unit_stream("bl_fifo", "bl_fifo", params, iw, ow, "sim.tb_fifo", WORK / "ivl_fifo_bad",
+                          simulator="icarus", phases=((0, 0),), sources=[U.RTL_DIR / "fifo.v"], cycles=cycles + 1)
+
+
+@needs_icarus
+def test_illegal_parameters_stop_the_simulation():
+    from sim import tb_fifo
+    params, iw, ow, _ = tb_fifo.make_case(width=8, depth=3, beats=4)
+    with pytest.raises(E.SimulationFailed, match="0 of 0 tests"):
+        A.run_unit_stream("bl_fifo", "bl_fifo", params, iw, ow, "sim.tb_fifo", WORK / "ivl_fifo_depth3",
+                          simulator="icarus", phases=((0, 0),), sources=[U.RTL_DIR / "fifo.v"])
+    assert "DEPTH 3 must be a power of two" in (WORK / "ivl_fifo_depth3" / "test.log").read_text()
+
+
+@needs_icarus
+@pytest.mark.parametrize("cpb", [4, 25])
+def test_uart_loopback_icarus(cpb):
+    from sim import tb_uart
+    tb_uart.run(WORK / f"ivl_uart_{cpb}", cpb, n_bytes=10, simulator="icarus")
+
+
+@pytest.mark.slow
+@needs_verilator
+@pytest.mark.parametrize("cpb", [5, 16])
+def test_uart_loopback_verilator(cpb):
+    from sim import tb_uart
+    tb_uart.run(WORK / f"uart_{cpb}", cpb, n_bytes=24, seed=cpb, simulator="verilator")
+
+
+@pytest.mark.slow
+@needs_verilator
+def test_fifo_dwc_verilator():
+    from sim import tb_dwc, tb_fifo
+    tb_fifo.run(WORK / "fifo", simulator="verilator", width=5, depth=8, beats=64)
+    tb_dwc.run(WORK / "dwc_up", simulator="verilator", in_elems=2, out_elems=8, bits=2)
+    tb_dwc.run(WORK / "dwc_down", simulator="verilator", in_elems=6, out_elems=2, bits=3)
+
