@@ -17,6 +17,8 @@ def make_case(h, w, c, simd, bits, pad, pad_value, images=3, seed=0):
     x = rng.integers(0, 1 << bits, (images, h, w, c))
     x[0] = pad_value                      # an image equal to its border
     x[1, 0, 0] = (1 << bits) - 1
+    if images > 2:
+        x[2] = (1 << bits) - 1               # the largest value everywhere
     y = U.pad_ref(x, pad, pad_value)
     t, l, b, r = pad
     params = dict(IFM_H=h, IFM_W=w, C=c, SIMD=simd, BITS=bits, PAD_T=t, PAD_L=l, PAD_B=b, PAD_R=r,

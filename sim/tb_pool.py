@@ -14,7 +14,9 @@ except ImportError:
 def make_case(ifm, c, k, pe, bits, images=3, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 1 << bits, (images, ifm, ifm, c))
-    x[0] = (1 << bits) - 1                 # saturated image
+    x[0] = (1 << bits) - 1                 # the largest value everywhere
+    if images > 1:
+        x[1] = 0                           # the smallest
     y = U.pool_ref(x, k)
     params = dict(IFM=ifm, C=c, K=k, PE=pe, BITS=bits)
     return params, pe * bits, pe * bits, U.pack_beats(x.reshape(-1), pe, bits), \

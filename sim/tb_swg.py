@@ -16,6 +16,9 @@ def make_case(ifm, c, k, s, simd, bits, images=3, seed=0, ifm_w=None):
     rng = np.random.default_rng(seed)
     w = ifm if ifm_w is None else ifm_w
     x = rng.integers(0, 1 << bits, (images, ifm, w, c))
+    x[0] = (1 << bits) - 1                 # the largest value everywhere
+    if images > 1:
+        x[1] = 0                           # the smallest
     y = U.swg_ref(x, k, s)
     params = dict(IFM=ifm, C=c, K=k, S=s, SIMD=simd, BITS=bits)
     if ifm_w is not None:

@@ -388,3 +388,93 @@ def test_fifo_dwc_verilator():
     tb_dwc.run(WORK / "dwc_up", simulator="verilator", in_elems=2, out_elems=8, bits=2)
     tb_dwc.run(WORK / "dwc_down", simulator="verilator", in_elems=6, out_elems=2, bits=3)
 
+
+# ----------------------------------------------------------------------------- edges (DESIGN "Widths at the edges")
+def _one_bit_less_overflows(lo, hi, bits):
+    """bits is the exact two's-complement width of [lo, hi]: with one bit less, lo or hi wraps."""
+    v = np.array([lo, hi])
+    return bits == U.signed_bits(lo, hi) and \
+        not np.array_equal(U.unpack_beats(U.pack_beats(v, 1, bits - 1), 1, bits - 1, signed=True), v)
+
+
+EDGE_MVAU = [dict(mw=20, mh=4, pe=2, simd=5, mode=U.MODE_XNOR, n_thr=0, vectors=4),
+             dict(mw=16, mh=4, pe=2, simd=8, mode=U.MODE_BIPOLAR, in_bits=8, n_thr=0, vectors=4)]
+
+
+@needs_icarus
+@pytest.mark.parametrize("case", EDGE_MVAU, ids=["xnor", "uint8-x-bipolar"])
+def test_mvau_edges_reach_the_accumulator_range_icarus(case):
+    """All-match and all-mismatch vectors (XNOR), the largest and smallest accumulators of 8-bit
+    inputs against bipolar weights and 255 everywhere: the RTL's accumulators (checked beat by beat
+    against the twin) reach both ends of mvau_acc_range, whose width is exactly enough."""
+    from sim import tb_mvau
+    d = {}
+    tb_mvau.run(WORK / f"ivl_edge_mvau_{case['mode']}", simulator="icarus", details=d, **case)
+    lo, hi = d["acc_range"]
+    assert d["acc"].max() == hi and d["acc"].min() == lo
+    assert np.array_equal(d["out"], d["acc"])               # accumulators are what the RTL streamed
+    assert _one_bit_less_overflows(lo, hi, d["acc_bits"])
+    if case["mode"] == U.MODE_XNOR:
+        assert (lo, hi) == (0, case["mw"])
+        assert d["acc"][0, 0] == case["mw"] and (d["x"][0] == d["w"][0]).all()     # all match
+        assert (d["x"][1] != d["w"][1]).all() and d["acc"][1, 1] == 0              # all mismatch
+    else:
+        assert (d["x"][2] == 255).all() and lo <= -255 and hi >= 255
+
+
+@needs_icarus
+def test_thresholding_edges_icarus():
+    """Bytes 0 and 255 against thresholds 0, 255, 256: the counts reach 0 and N_THR, and OUT_BITS is
+    exactly enough for N_THR."""
+    from sim import tb_thresholding
+    n_thr = 3
+    params, _, _, _, ow = tb_thresholding.make_case(mem_dir=WORK / "ivl_edge_thr", c=4, pe=2, n_thr=n_thr, pixels=4)
+    y = U.unpack_beats(ow, 2, params["OUT_BITS"])
+    assert y.min() == 0 and y.max() == n_thr and n_thr >= 1 << (params["OUT_BITS"] - 1)
+    tb_thresholding.run(WORK / "ivl_edge_thr", simulator="icarus", c=4, pe=2, n_thr=n_thr, pixels=4,
+                        phases=((0, 0), (6, 9)))
+
+
+@needs_icarus
+@pytest.mark.parametrize("unit", ["pool", "swg", "pad"])
+def test_pool_swg_pad_edges_8bit_icarus(unit):
+    """8-bit images of 255 everywhere and 0 everywhere go through unchanged in value: the largest
+    and the smallest element come out where the twin puts them."""
+    from sim import tb_pad, tb_pool, tb_swg
+    phases = ((0, 0), (6, 9))
+    if unit == "pool":
+        case = dict(ifm=4, c=2, k=2, pe=2, bits=8, images=2)
+        params, _, _, _, ow = tb_pool.make_case(**case)
+        tb_pool.run(WORK / "ivl_edge_pool", simulator="icarus", phases=phases, **case)
+        per_image = 2 * 2 * 2
+    elif unit == "swg":
+        case = dict(ifm=4, c=2, k=3, s=1, simd=2, bits=8, images=2)
+        params, _, _, _, ow = tb_swg.make_case(**case)
+        tb_swg.run(WORK / "ivl_edge_swg", simulator="icarus", phases=phases, **case)
+        per_image = 2 * 2 * 9 * 2
+    else:
+        case = dict(h=3, w=3, c=2, simd=2, bits=8, pad=(1, 1, 1, 1), pad_value=0, images=3)
+        params, _, _, _, ow = tb_pad.make_case(**case)
+        tb_pad.run(WORK / "ivl_edge_pad", simulator="icarus", phases=phases, **case)
+        per_image = 5 * 5 * 2
+    y = U.unpack_beats(ow, 2, 8).reshape(-1, per_image)
+    if unit == "pad":
+        assert (y[0] == 0).all() and y[2].max() == 255 and y[2].min() == 0    # border 0, interior 255
+    else:
+        assert (y[0] == 255).all() and (y[1] == 0).all()
+
+
+@pytest.mark.slow
+@needs_verilator
+@pytest.mark.parametrize("case", [dict(mw=784, mh=8, pe=2, simd=28, mode=U.MODE_XNOR, n_thr=0, vectors=3),
+                                  dict(mw=784, mh=4, pe=2, simd=28, mode=U.MODE_BIPOLAR, in_bits=8, n_thr=0,
+                                       vectors=3)], ids=["xnor-784", "uint8-x-bipolar-784"])
+def test_mvau_edges_784_verilator(case):
+    """TFC's first-layer width: XNOR popcounts reach 0 and 784 (11 signed bits), 8-bit inputs x
+    bipolar weights reach +-784 * 255 at most (19 signed bits)."""
+    from sim import tb_mvau
+    d = {}
+    tb_mvau.run(WORK / f"edge_mvau_784_{case['mode']}", simulator="verilator", details=d, **case)
+    lo, hi = d["acc_range"]
+    assert d["acc"].max() == hi and d["acc"].min() == lo and _one_bit_less_overflows(lo, hi, d["acc_bits"])
+    assert d["acc_bits"] == (11 if case["mode"] == U.MODE_XNOR else U.signed_bits(lo, hi))
