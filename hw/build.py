@@ -13,8 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from hw.bitstream import atomic_write_json, build_lattice
 from hw.boards import BOARDS, DEFAULT_BOARD, get_board
 from hw.compile import compile_graph, load_folding
+from hw.finn_folder import run_finn, write_finn_folder
+from hw.host import output_affine
+from hw.xilinx import xilinx_resources
 from model import cli, paths, publish
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,8 +34,6 @@ class BuildError(ValueError):
 def output_affine_exact(streamlined: Path):
     """True when argmax of the raw accumulators equals argmax of the logits (per-class scale all
     equal and positive, bias all equal), i.e. when the board's LEDs show the true class."""
-    import numpy as np
-    from hw.host import output_affine
     try:
         scale, bias = (np.atleast_1d(v) for v in output_affine(streamlined))
     except Exception:           # an unreadable graph only costs this flag
@@ -63,8 +67,6 @@ def build(model: str, board_name: str, folding_path=None, target_fps=None, baud=
     hw_final = board_dir / "hw"
 
     if board.vendor == "lattice":
-        from hw.bitstream import atomic_write_json, build_lattice
-        from hw.host import output_affine
         # hw/, board/, bitstream.bit and resources.json are built in a staging folder and swapped
         # in together: a failed or killed build leaves the previous matching set (model.publish)
         with publish.staging(board_dir, "build") as stage:
@@ -80,9 +82,6 @@ def build(model: str, board_name: str, folding_path=None, target_fps=None, baud=
               f"run: python -m hw.host --model {model} --port /dev/ttyUSB0)")
         return 0
 
-    from hw.finn_folder import run_finn, write_finn_folder
-    from hw.xilinx import xilinx_resources
-    from hw.bitstream import atomic_write_json
     with publish.staging(board_dir, "build", drop=("bitstream.bit", "board")) as stage:
         hw_dir, info = compile_rtl(model, board, folding, target_fps, stage / "hw")
         res = xilinx_resources(hw_dir / "rtl", stage, board)

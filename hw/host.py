@@ -20,8 +20,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 
+from hw.bitstream import logits_f32
 from model import paths
+from model.data import load_split, pad_images
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build"
@@ -137,8 +141,6 @@ def classify(ser, images, manifest, baud, affine=None, progress=None):
 # ----------------------------------------------------------------------------- model side
 def output_affine(streamlined: Path):
     """Per-class (scale, bias) the streamlined graph applies to acc_out (identity if absent)."""
-    import onnx
-    from onnx import numpy_helper
     g = onnx.load(str(streamlined)).graph
     inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     scale, bias, tensor = 1.0, 0.0, "acc_out"
@@ -158,6 +160,7 @@ def output_affine(streamlined: Path):
 
 
 def reference_accs(streamlined: Path, images):
+    # deferred: qonnx's import is slow and only --check needs it
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
     m = ModelWrapper(str(streamlined))
@@ -197,18 +200,14 @@ def main(argv=None) -> int:
             raise HostError(f"cannot open {args.port}: no such device (is the board plugged in?)")
         res, manifest, streamlined = _load(args.model, args.board, args.build_dir)
         baud = args.baud or int(res["uart"]["baud"])
-        import onnx
         graph = onnx.load(str(streamlined))
         shape = [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
         meta = json.loads({p.key: p.value for p in graph.metadata_props}.get("bitlens", "{}"))
-        from model.data import load_split, pad_images
         x, y = load_split(args.dataset or meta.get("dataset") or "mnist", "test")
         x = pad_images(x[:args.images], shape[1])
         ser = Serial(args.port, baud)
         scale, bias = output_affine(streamlined)
         t0 = time.time()
-
-        from hw.bitstream import logits_f32
 
         def show(i, a, c):
             cls = int(np.argmax(logits_f32(a, scale, bias)))

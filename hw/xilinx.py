@@ -8,8 +8,9 @@ import json
 import re
 from pathlib import Path
 
-from hw.bitstream import FlowError, rel, run_tool
+from hw.bitstream import FlowError, _read_json, atomic_write_json, rel, run_tool
 from hw.boards import Board
+from hw.compile import ManifestError, read_manifest
 
 # LUTs a LUTRAM / shift-register primitive occupies (UG474 / UG574)
 LUTRAM_LUTS = {"RAM16X1S": 1, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2, "RAM256X1S": 4,
@@ -64,7 +65,6 @@ def synth_xilinx(rtl_dir: Path, work_dir: Path, board: Board, top: str = None) -
         raise FlowError(f"{board.name} is not a Xilinx board")
     rtl_dir, work_dir = Path(rtl_dir).resolve(), Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
-    from hw.compile import ManifestError, read_manifest
     try:
         manifest = read_manifest(rtl_dir, ("top", "files"))
     except ManifestError as e:
@@ -85,7 +85,6 @@ def synth_xilinx(rtl_dir: Path, work_dir: Path, board: Board, top: str = None) -
 def xilinx_resources(rtl_dir: Path, out_dir: Path, board: Board) -> dict:
     """Write out_dir/resources.json (yosys counts, analytic estimate, capacity); raise
     DesignDoesNotFit after writing it when the design is too big for the part."""
-    from hw.bitstream import _read_json, atomic_write_json
     rtl_dir, out_dir = Path(rtl_dir).resolve(), Path(out_dir).resolve()
     print(f"[{board.name}] resource estimate: yosys synth_xilinx -family {board.family} ({board.part})",
           flush=True)

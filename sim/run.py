@@ -19,8 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from hw.compile import compile_graph
 from model import cli, paths, publish
 from model.golden import expected_outputs, sample_images
+from sim import cocotb_env as E
+from sim.tb_cpp import run_cpp
+from sim.tb_fast import run_fast
+from sim.tb_top import run_top
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,11 +39,6 @@ class RunError(ValueError):
 
 def run(model, board, images="all", rtl=None, simulator=None, graph=None, out_dir=None, chunk=None,
         idle_level=0, bp_level=0, progress=True, folding=None, target_fps=None, harness="fast"):
-    from hw.compile import compile_graph
-    from sim import cocotb_env as E
-    from sim.tb_cpp import run_cpp
-    from sim.tb_fast import run_fast
-    from sim.tb_top import run_top
     if harness not in HARNESSES:
         raise RunError(f"unknown harness '{harness}'; known: {', '.join(HARNESSES)}")
     base = Path(out_dir) if out_dir else paths.board_dir(model, board)
