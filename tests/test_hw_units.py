@@ -356,6 +356,17 @@ def test_unit_harness_catches_stall_and_wrong_cycles():
 
 
 @needs_icarus
+def test_unit_harness_catches_a_withdrawn_beat():
+    """tests/rtl/bl_tb_withdraw.v delivers every beat in order but withdraws one kept waiting: the
+    rule watcher, not the comparison, fails the run."""
+    words = list(range(1, 40))
+    with pytest.raises(E.SimulationFailed, match="withdrawn or changed under back-pressure"):
+        A.run_unit_stream("withdraw", "bl_tb_withdraw", dict(WIDTH=8), words, words, "sim.tb_fifo",
+                          WORK / "ivl_withdraw", simulator="icarus", phases=((0, 12),),
+                          sources=[ROOT / "tests" / "rtl" / "bl_tb_withdraw.v"])
+
+
+@needs_icarus
 def test_illegal_parameters_stop_the_simulation():
     from sim import tb_fifo
     params, iw, ow, _ = tb_fifo.make_case(width=8, depth=3, beats=4)
