@@ -132,7 +132,8 @@ class UnitTB:
                     what = (f"input not accepted: s_tready low after {ins} of {len(words)} input beats "
                             f"({outs} of {n_out} output beats seen)")
                 else:
-                    what = f"no output: all {len(words)} input beats accepted but only {outs} of {n_out} output beats came"
+                    what = (f"no output: all {len(words)} input beats accepted but only {outs} of {n_out} "
+                            "output beats came")
                 d = self.dut
                 raise E.StreamStall(f"stream stalled for {still} cycles: {what} "
                                     f"(now s_tvalid {d.s_tvalid.value}, s_tready {d.s_tready.value}, "

