@@ -305,8 +305,9 @@ EXPORT_ARGS = ["model.export", "--model", MODEL, "--verify-images", "5"]
 DISK_WORDS = {"ro": "Read-only file system", "full": "No space left on device"}
 
 
-# export's cases start torch and Brevitas (~10 s each): the full-disk one is slow-marked
-@pytest.mark.parametrize("args,kind", [(SIM_ARGS, "ro"), (SIM_ARGS, "full"), (EXPORT_ARGS, "ro"),
+# export's cases start torch and Brevitas (10-20 s each on a shared machine): slow-marked
+@pytest.mark.parametrize("args,kind", [(SIM_ARGS, "ro"), (SIM_ARGS, "full"),
+                                       pytest.param(EXPORT_ARGS, "ro", marks=pytest.mark.slow),
                                        pytest.param(EXPORT_ARGS, "full", marks=pytest.mark.slow)],
                          ids=["sim.run-ro", "sim.run-full", "export-ro", "export-full"])
 def test_publish_on_a_read_only_or_full_disk(built, tmp_path, args, kind):

@@ -15,12 +15,13 @@ MODEL = "synth-mlp"
 def build(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "BUILD", tmp_path)
     monkeypatch.setattr(H, "BUILD", tmp_path)
+    # a synthetic graph fits no data set: sample_images would make 10000 random images to count them
+    monkeypatch.setattr(H, "test_set_size", lambda model: 10000)
     (tmp_path / MODEL).mkdir()
     make_mlp(tmp_path / MODEL / "streamlined.onnx", seed=1)
     bdir = tmp_path / MODEL / "ulx3s"
     bdir.mkdir()
     ii, est = H.default_design(MODEL, "ulx3s")
-    # a synthetic graph fits no data set: its test set is 10000 random images
     sim = dict(images=10000, equal=True, analytic_ii=ii, cycles_per_image=float(ii), seconds=12.5,
                stream_seconds=3.0, simulated_cycles=10000 * ii, cycles_per_second=10000 * ii // 3,
                stream_cpu_seconds=2.0, simulator="verilator", harness="verilator-cpp")
