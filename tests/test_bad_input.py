@@ -311,7 +311,7 @@ DISK_WORDS = {"ro": "Read-only file system", "full": "No space left on device"}
                                        pytest.param(EXPORT_ARGS, "full", marks=pytest.mark.slow)],
                          ids=["sim.run-ro", "sim.run-full", "export-ro", "export-full"])
 def test_publish_on_a_read_only_or_full_disk(built, tmp_path, args, kind):
-    """sim.run and model.export on a folder they cannot write: one line naming the cause, and the
+    """sim.run and model.export on a folder they cannot write: one line naming it and the cause, and the
     previous sim.json / hw/ / export exactly as they were, no temporary or staging file left."""
     _ensure_sim(built)
     with _bad_disk(tmp_path, built, kind) as root:
@@ -319,5 +319,6 @@ def test_publish_on_a_read_only_or_full_disk(built, tmp_path, args, kind):
         assert f"{MODEL}/ulx3s/sim.json" in before and f"{MODEL}/streamlined.onnx" in before
         r = _run(root, *args)
         _one_line(r, DISK_WORDS[kind])
+        assert str(root) in r.stderr, r.stderr      # the folder it could not write is named
         assert _state(root) == before
         assert not _leftovers(root) and not list(Path(root).rglob(".staging-*"))
