@@ -140,7 +140,7 @@ interop: setup
 
 bench: setup
 	$(PY) -m bitlens.bench.reference
-	$(PY) -m bitlens.bench.hardware --board $(BOARD)
+	$(PY) -m bitlens.bench.hardware --board $(BOARD) $(if $(BITSTREAMS),--build-bitstreams)
 	$(PY) -m bitlens.bench.explain
 
 clean:

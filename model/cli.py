@@ -59,6 +59,8 @@ def images_arg(s):
 
 def _os_message(e: OSError) -> str:
     name = e.filename if e.filename else None
+    if name and e.filename2:        # a copy or rename: the error may be on either side
+        name = f"{name} -> {e.filename2}"
     cause = e.strerror or str(e)
     return f"{name}: {cause}" if name else cause
 

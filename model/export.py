@@ -27,7 +27,12 @@ TIE_TOL = 1e-3
 
 def export_qonnx_file(net, path: Path):
     from brevitas.export import export_qonnx
-    export_qonnx(net.eval(), torch.zeros(1, *net.in_shape), str(path), dynamo=False)
+    try:
+        export_qonnx(net.eval(), torch.zeros(1, *net.in_shape), str(path), dynamo=False)
+    except OSError as e:
+        if not e.filename:      # torch's exporter writes the file without naming it (disk full)
+            e.filename = str(path)
+        raise
 
 
 def _qonnx_one_by_one(args):

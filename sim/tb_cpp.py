@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from hw.bitstream import die_with_parent
 from hw.compile import read_manifest
 from sim import cocotb_env as E
 from sim.tb_fast import TB_FILE, write_words_hex
 from sim.tb_top import decode_outputs
+from sim.top_run import copy_memories
 
 HARNESS = "verilator-cpp"
 MAIN_FILE = Path(__file__).resolve().with_name("bl_stream_main.cpp")
@@ -66,7 +68,7 @@ def build(rtl_dir, m, build_dir, params):
         + [str(s) for s in sources] + [str(MAIN_FILE)]
     log = build_dir / "build.log"
     with open(log, "w") as fh:
-        r = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        r = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)
     if r.returncode != 0 or not binary.is_file():
         tail = log.read_text(errors="replace").splitlines()[-20:]
         raise E.SimulationFailed(f"verilator build failed (log {log}):\n" + "\n".join(tail))
@@ -89,9 +91,7 @@ def run_cpp(rtl_dir, images, expected, work_dir, simulator=None, chunk=DEFAULT_C
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    for f in rtl_dir.iterdir():          # memory files resolve against the simulator's working folder
-        if f.suffix in (".mem", ".hex", ".dat") and not f.name.startswith("tb_"):
-            shutil.copyfile(f, run_dir / f.name)
+    copy_memories(rtl_dir, run_dir)
     images = np.asarray(images)
     expected = np.asarray(expected, dtype=np.int64)
     n = len(images)
@@ -119,7 +119,9 @@ def run_cpp(rtl_dir, images, expected, work_dir, simulator=None, chunk=DEFAULT_C
     t_stream = time.time()
     cmd = [str(binary), str(len(starts)), str(int(idle_level)), str(int(bp_level)), str(max(20000, 20 * ii))]
     errlog = open(run_dir / "stderr.log", "w")      # a file: a full pipe would block the simulator
-    proc = subprocess.Popen(cmd, cwd=run_dir, stdout=subprocess.PIPE, stderr=errlog, text=True)
+    # die_with_parent: a sim.run killed with -9 runs no finally block; the kernel ends the simulator
+    proc = subprocess.Popen(cmd, cwd=run_dir, stdout=subprocess.PIPE, stderr=errlog, text=True,
+                            preexec_fn=die_with_parent)
     finished = False
     try:
         for line in proc.stdout:

@@ -12,17 +12,15 @@ VPI bookkeeping in every time slot, so there the same wrapper runs under a C++ m
 
 run_fast() returns the same result dict as sim.tb_top.run_top, plus `harness`,
 `simulated_cycles` and `cycles_per_second` (simulated cycles over the streaming wall time)."""
-import json
 import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from hw.compile import read_manifest
 from sim import cocotb_env as E
 from sim.tb_top import decode_outputs
+from sim.top_run import run_stream_test, tie_to_parent, write_result
 
 try:
     import cocotb
@@ -67,49 +65,19 @@ def write_words_hex(path, images, m):
 def run_fast(rtl_dir, images, expected, work_dir, simulator=None, chunk=DEFAULT_CHUNK, idle_level=0,
              bp_level=0, progress=True, keep_outputs=False):
     """Simulate the accelerator in rtl_dir on uint8 images with the in-simulator stream."""
-    rtl_dir = Path(rtl_dir).resolve()
-    m = read_manifest(rtl_dir)
-    work = Path(work_dir).resolve()
-    run_dir = work / "run_fast"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for f in rtl_dir.iterdir():          # memory files resolve against the simulator's working folder
-        if f.suffix in (".mem", ".hex", ".dat") and not f.name.startswith("tb_"):
-            shutil.copyfile(f, run_dir / f.name)
-    images = np.asarray(images)
-    n = len(images)
-    chunk = max(1, min(chunk, n))
-    np.save(run_dir / "images.npy", images)
-    np.save(run_dir / "expected.npy", np.asarray(expected, dtype=np.int64))
-    params = dict(IN_W=m["in_width"], OUT_W=m["out_width"], IN_DEPTH=max(2, chunk * m["in_beats"]),
-                  OUT_DEPTH=max(2, chunk * m["out_beats"]), OUT_BEATS=m["out_beats"])
-    define = [] if m["top"] == "bitlens_top" else [f"-DBL_DUT={m['top']}"]
-    cfg = dict(manifest=m, chunk=chunk, idle_level=idle_level, bp_level=bp_level, progress=progress,
-               result=str(run_dir / "result.json"), outputs=str(run_dir / "outputs.npy") if keep_outputs else None)
-    for stale in ("result.json", "outputs.npy"):
-        (run_dir / stale).unlink(missing_ok=True)
-    t0 = time.time()
-    sim = None
-    err = None
-    try:
-        sim = E.run_cocotb([rtl_dir / f for f in m["files"]] + [TB_FILE], "bl_stream_tb", "sim.tb_fast",
-                           work / "fast_build", parameters=params, simulator=simulator, config=cfg,
-                           test_dir=run_dir, test_log=not progress,
-                           extra_env={"COCOTB_LOG_LEVEL": "WARNING"} if progress else None,
-                           extra_build_args={"verilator": VERILATOR_ARGS + define, "icarus": define},
-                           public_vlt=FAST_VLT)
-    except E.SimulationFailed as e:
-        err = e
-    res_path = run_dir / "result.json"
-    if not res_path.is_file():
-        raise err or E.SimulationFailed("simulation wrote no result")
-    res = json.loads(res_path.read_text())
-    res["simulator"] = sim or E.pick_simulator(simulator)
-    res["seconds"] = round(time.time() - t0, 2)
-    if keep_outputs and (run_dir / "outputs.npy").is_file():
-        res["outputs"] = np.load(run_dir / "outputs.npy")
-    if err is not None and not res.get("stall") and not res.get("error"):
-        res["error"] = str(err).splitlines()[0]
-    return res
+    def launch(m, rtl_dir, work, run_dir, cfg):
+        c = cfg["chunk"]
+        params = dict(IN_W=m["in_width"], OUT_W=m["out_width"], IN_DEPTH=max(2, c * m["in_beats"]),
+                      OUT_DEPTH=max(2, c * m["out_beats"]), OUT_BEATS=m["out_beats"])
+        define = [] if m["top"] == "bitlens_top" else [f"-DBL_DUT={m['top']}"]
+        return E.run_cocotb([rtl_dir / f for f in m["files"]] + [TB_FILE], "bl_stream_tb", "sim.tb_fast",
+                            work / "fast_build", parameters=params, simulator=simulator, config=cfg,
+                            test_dir=run_dir, test_log=not progress,
+                            extra_env={"COCOTB_LOG_LEVEL": "WARNING"} if progress else None,
+                            extra_build_args={"verilator": VERILATOR_ARGS + define, "icarus": define},
+                            public_vlt=FAST_VLT)
+    return run_stream_test(rtl_dir, images, expected, work_dir, "run_fast", chunk, idle_level, bp_level,
+                           progress, keep_outputs, launch, simulator)
 
 
 async def _wait_done(dut, n_in, n_out, out_beats, stall_cycles, bar, state):
@@ -147,6 +115,7 @@ if cocotb is not None:
     async def top_fast(dut):
         from cocotb.triggers import RisingEdge, Timer
         cfg = E.load_config()
+        tie_to_parent(cfg)
         m = cfg["manifest"]
         images = np.load("images.npy")
         expected = np.load("expected.npy")
@@ -197,11 +166,7 @@ if cocotb is not None:
         res["cycles_per_second"] = round(cycles / secs) if secs > 0 else None
         tally.summarise(res, ii)
         res["equal"] = not tally.bad and res["stall"] is None and "error" not in res
-        if tally.outputs() is not None:
-            np.save(cfg["outputs"], tally.outputs())
-        tmp = cfg["result"] + ".tmp"
-        Path(tmp).write_text(json.dumps(res, indent=1))
-        os.replace(tmp, cfg["result"])
+        write_result(cfg, res, tally.outputs())
         assert res["stall"] is None, res["stall"]
         assert "error" not in res, res["error"]
         assert not tally.bad, f"{len(tally.bad)} of {n} images differ; first: {res.get('first_mismatch')}"

@@ -4,17 +4,14 @@ Images are streamed in chunks through the stream wrapper; every output beat is c
 expected accumulators; the steady-state cycles per image come from the cycle stamps of the image
 completions inside each chunk (after the first interval, while the pipeline's FIFOs fill, when the
 chunk has three or more images)."""
-import json
-import os
-import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 
 from hw import units as U
 from hw.compile import MANIFEST_KEYS, ManifestError, read_manifest  # noqa: F401 (re-exported)
 from sim import cocotb_env as E
+from sim.top_run import run_stream_test, tie_to_parent, write_result
 
 try:
     import cocotb
@@ -38,52 +35,22 @@ def run_top(rtl_dir, images, expected, work_dir, simulator=None, chunk=500, idle
             progress=True, keep_outputs=False):
     """Simulate the accelerator in rtl_dir on uint8 images; returns the result dict (with the
     decoded output accumulators under "outputs" when keep_outputs)."""
-    rtl_dir = Path(rtl_dir).resolve()
-    m = read_manifest(rtl_dir)
-    work = Path(work_dir).resolve()
-    run_dir = work / "run"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for f in rtl_dir.iterdir():          # memory files resolve against the simulator's working folder
-        if f.suffix in (".mem", ".hex", ".dat") and f.name not in ("tb_in.hex", "tb_out.hex", "tb_stamp.hex"):
-            shutil.copyfile(f, run_dir / f.name)
-    images = np.asarray(images)
-    n = len(images)
-    chunk = max(1, min(chunk, n))
-    np.save(run_dir / "images.npy", images)
-    np.save(run_dir / "expected.npy", np.asarray(expected, dtype=np.int64))
-    wrap = E.write_wrapper(work / "bl_tb_wrap.v", m["top"], {}, m["in_width"], m["out_width"],
-                           chunk * m["in_beats"], chunk * m["out_beats"], out_beats=m["out_beats"],
-                           top_ports=True)
-    cfg = dict(manifest=m, chunk=chunk, idle_level=idle_level, bp_level=bp_level, progress=progress,
-               result=str(run_dir / "result.json"), outputs=str(run_dir / "outputs.npy") if keep_outputs else None)
-    for stale in ("result.json", "outputs.npy"):
-        (run_dir / stale).unlink(missing_ok=True)
-    t0 = time.time()
-    sim = None
-    err = None
-    try:
-        sim = E.run_cocotb([rtl_dir / f for f in m["files"]] + [wrap], "bl_tb_wrap", "sim.tb_top",
-                           work / "sim_build", simulator=simulator, config=cfg, test_dir=run_dir,
-                           test_log=not progress, extra_env={"COCOTB_LOG_LEVEL": "WARNING"} if progress else None)
-    except E.SimulationFailed as e:
-        err = e
-    res_path = run_dir / "result.json"
-    if not res_path.is_file():
-        raise err or E.SimulationFailed("simulation wrote no result")
-    res = json.loads(res_path.read_text())
-    res["simulator"] = sim or E.pick_simulator(simulator)
-    res["seconds"] = round(time.time() - t0, 2)
-    if keep_outputs and (run_dir / "outputs.npy").is_file():
-        res["outputs"] = np.load(run_dir / "outputs.npy")
-    if err is not None and not res.get("stall"):
-        res.setdefault("error", str(err).splitlines()[0])
-    return res
+    def launch(m, rtl_dir, work, run_dir, cfg):
+        c = cfg["chunk"]
+        wrap = E.write_wrapper(work / "bl_tb_wrap.v", m["top"], {}, m["in_width"], m["out_width"],
+                               c * m["in_beats"], c * m["out_beats"], out_beats=m["out_beats"], top_ports=True)
+        return E.run_cocotb([rtl_dir / f for f in m["files"]] + [wrap], "bl_tb_wrap", "sim.tb_top",
+                            work / "sim_build", simulator=simulator, config=cfg, test_dir=run_dir,
+                            test_log=not progress, extra_env={"COCOTB_LOG_LEVEL": "WARNING"} if progress else None)
+    return run_stream_test(rtl_dir, images, expected, work_dir, "run", chunk, idle_level, bp_level, progress,
+                           keep_outputs, launch, simulator)
 
 
 if cocotb is not None:
     @cocotb.test()
     async def top_stream(dut):
         cfg = E.load_config()
+        tie_to_parent(cfg)
         m = cfg["manifest"]
         images = np.load("images.npy")
         expected = np.load("expected.npy")
@@ -118,10 +85,6 @@ if cocotb is not None:
         res["harness"] = "cocotb-stream"
         tally.summarise(res, ii)
         res["equal"] = not tally.bad and res["stall"] is None
-        if tally.outputs() is not None:
-            np.save(cfg["outputs"], tally.outputs())
-        tmp = cfg["result"] + ".tmp"
-        Path(tmp).write_text(json.dumps(res, indent=1))
-        os.replace(tmp, cfg["result"])
+        write_result(cfg, res, tally.outputs())
         assert res["stall"] is None, res["stall"]
         assert not tally.bad, f"{len(tally.bad)} of {n} images differ; first: {res.get('first_mismatch')}"

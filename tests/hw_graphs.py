@@ -223,3 +223,102 @@ def run_qonnx(path, images):
         ctx = execute_onnx(model, {"global_in": img[None].astype(np.float32)}, return_full_exec_context=True)
         outs.append(np.asarray(ctx["acc_out"]).reshape(-1))
     return np.rint(np.array(outs)).astype(np.int64)
+
+
+# ------------------------------------------------------------------ edge graphs
+# Graphs whose weights and thresholds are chosen from the activations two constant images produce
+# (EDGE_IMAGES: every pixel 255, every pixel 0), so that each layer's accumulator reaches the ends
+# of its range: +-255*MW on the 8-bit input layer, popcount MW (all match) and 0 (all mismatch) on
+# XNOR layers, +-3*MW on a 2-bit input layer. Thresholds sit at those ends, so a hidden accumulator
+# one short of its end flips a bit the next layer's all-match row turns into a wrong output.
+EDGE_IMAGES = (255, 0)
+
+
+def _set(g, name, arr):
+    g.inits[name] = np.asarray(arr, dtype=np.float32)
+    return np.asarray(arr)
+
+
+def _match_rows(g, name, w, acts):
+    """XNOR weight columns 2i / 2i+1 equal / oppose the activation bits of edge image i."""
+    for i, a in enumerate(acts):
+        w[:, 2 * i], w[:, 2 * i + 1] = a, 1 - a
+    return _set(g, name, w)
+
+
+def _popcount(bits, w):
+    return (bits[:, None] == w).sum(0)
+
+
+def make_edge_mlp(path, seed=0, hidden=(16, 12), classes=6, in_shape=(1, 6, 6, 1)):
+    """UINT8 -> MatMul(bipolar; column 0 all +1, column 1 all -1) -> threshold at +255*MW / -255*MW+1
+    -> XNOR layers whose columns 0-3 match / mismatch the two edge images' activations, thresholds
+    at MW and 1 -> acc_out (XNOR, same columns). Returns (path, ends): ends lists (tensor, image
+    index in EDGE_IMAGES, channel, value) the accumulators must reach."""
+    g = _G(in_shape, seed)
+    k = int(np.prod(in_shape[1:]))
+    g.reshape(k)
+    x = np.array([[p] * k for p in EDGE_IMAGES])
+    w = g.matmul(hidden[0], xnor=False)
+    w[:, 0], w[:, 1] = 1, -1
+    w = _set(g, "MVAU_0_W", w)
+    acc = x @ w
+    ends = [(g.cur, 0, 0, 255 * k), (g.cur, 0, 1, -255 * k)]
+    g.thresh(1, -255 * k // 8, 255 * k // 8, "NC")
+    t = g.inits["Thresh_0_T"]
+    t[0, 0], t[1, 0] = 255 * k, -255 * k + 1
+    bits = (acc >= t[:, 0]).astype(np.int64)
+    layers = list(hidden[1:]) + [classes]
+    for i, h in enumerate(layers):
+        last = i == len(layers) - 1
+        mw = g.shape[-1]
+        w = g.matmul(h, xnor=True, out_name="acc_out" if last else None)
+        w = _match_rows(g, f"MVAU_{i + 1}_W", w, bits)
+        pc = np.array([_popcount(b, w) for b in bits])
+        for j in range(len(EDGE_IMAGES)):
+            ends += [(g.cur, j, 2 * j, mw), (g.cur, j, 2 * j + 1, 0)]
+        if not last:
+            d = int(np.sqrt(mw)) + 1
+            g.thresh(1, mw // 2 - d, mw // 2 + d, "NC")
+            t = g.inits[f"Thresh_{i + 1}_T"]
+            t[0:4, 0] = (mw, 1, mw, 1)
+            bits = (pc >= t[:, 0]).astype(np.int64)
+    return g.finish(path), ends
+
+
+def make_edge_conv(path, seed=0, in_shape=(1, 8, 8, 2), classes=4):
+    """Im2Col 3x3 -> MatMul(UINT8 x bipolar; column 0 all +1, 1 all -1) -> threshold at the ends ->
+    MaxPool 2 -> Im2Col 2x2 -> XNOR (columns 0-3 match / mismatch the edge images' windows) ->
+    MultiThreshold UINT2 with every threshold at the popcount the all-255 image gives (0..MW), so
+    that image drives every 2-bit activation to 3 -> Reshape -> MatMul(UINT2 x bipolar; column 0 all
+    +1, 1 all -1) -> acc_out at +-3*MW. A constant image gives every window the same patch, so the
+    ends hold at every output pixel. Returns (path, ends) as make_edge_mlp."""
+    g = _G(in_shape, seed)
+    g.im2col(3, 1)
+    mw = g.shape[-1]
+    w = g.matmul(4, xnor=False)
+    w[:, 0], w[:, 1] = 1, -1
+    w = _set(g, "MVAU_0_W", w)
+    acc = np.array([[p] * mw for p in EDGE_IMAGES]) @ w
+    ends = [(g.cur, 0, 0, 255 * mw), (g.cur, 0, 1, -255 * mw)]
+    g.thresh(1, -255 * mw // 8, 255 * mw // 8, "NHWC")
+    t = g.inits["Thresh_0_T"]
+    t[0, 0], t[1, 0] = 255 * mw, -255 * mw + 1
+    bits = (acc >= t[:, 0]).astype(np.int64)
+    g.pool(2)
+    g.im2col(2, 1)
+    mw = g.shape[-1]
+    patch = np.tile(bits, (1, mw // bits.shape[1]))      # (kh, kw, c) order, c innermost
+    w = _match_rows(g, "MVAU_1_W", g.matmul(6, xnor=True), patch)
+    pc = np.array([_popcount(b, w) for b in patch])
+    for j in range(len(EDGE_IMAGES)):
+        ends += [(g.cur, j, 2 * j, mw), (g.cur, j, 2 * j + 1, 0)]
+    g.thresh(3, 0, mw, "NHWC")
+    _set(g, "Thresh_1_T", np.repeat(pc[0][:, None], 3, axis=1))
+    g.reshape(int(np.prod(g.shape[1:])))
+    mw = g.shape[-1]
+    w = g.matmul(classes, xnor=False, out_name="acc_out")
+    w[:, 0], w[:, 1] = 1, -1
+    _set(g, "MVAU_2_W", w)
+    ends += [("acc_out", 0, 0, 3 * mw), ("acc_out", 0, 1, -3 * mw)]
+    return g.finish(path), ends

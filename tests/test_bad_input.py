@@ -2,12 +2,17 @@
 
 Every case asserts: exit code != 0, exactly one message line on stderr naming the option or file
 and the cause, no traceback, no temporary or staging file left, and the prior artifacts (a
-trained, exported and compiled tiny model in a temporary BITLENS_BUILD) unchanged. Two cases
-kill -9 the export and the hardware build mid-way and check the previous published state.
+trained, exported and compiled tiny model in a temporary BITLENS_BUILD) unchanged. Three cases
+kill -9 the export, the hardware build and a simulation mid-way and check the previous published
+state (and that no tool or simulator outlives its parent); sim.run and export also meet a
+read-only and a full disk (a tmpfs: mounting needs root).
 """
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -215,3 +220,105 @@ def test_kill9_during_hardware_build(built):
     while _tool_pids(bd) and time.time() - t0 < 10:
         time.sleep(0.2)
     assert not _tool_pids(bd), "yosys outlived hw.build"
+
+
+def _ensure_sim(built):
+    """A published sim.json and hw/ of the tiny model (the prior state the simulation cases keep)."""
+    if not (Path(built) / MODEL / "ulx3s" / "sim.json").is_file():      # Icarus: no model to compile
+        r = _run(built, "sim.run", "--model", MODEL, "--images", "20", "--chunk", "20", "--simulator", "icarus")
+        assert r.returncode == 0, r.stderr[-2000:]
+
+
+def _sim_pids(folder):
+    """Simulator processes working under `folder`: the Verilator C++ harness' binary (bl_stream)
+    or Icarus' vvp running cocotb (their cwd is the run folder under <board>/sim/)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            if d.name.isdigit() and Path(cmd).name in ("bl_stream", "vvp") and \
+                    os.readlink(d / "cwd").startswith(str(folder)):
+                pids.append(int(d.name))
+        except OSError:
+            pass
+    return pids
+
+
+def _published(root):
+    """_state without the simulator's scratch folder (<board>/sim/: chunk files, compiled models)."""
+    return {k: v for k, v in _state(root).items() if "/ulx3s/sim/" not in k}
+
+
+# Verilator's C++ harness is slow-marked: its build costs ~40 s, and its progress lines alone would
+# end it (SIGPIPE) soon after its parent; vvp under cocotb writes no pipe and needs the signal
+@pytest.mark.parametrize("simulator", ["icarus", pytest.param("verilator", marks=pytest.mark.slow)])
+def test_kill9_during_simulation(built, simulator):
+    """kill -9 of sim.run while its simulator streams: the simulator dies with it (its parent-death
+    signal), and the previous sim.json and hw/ stay as they were."""
+    bd = Path(built) / MODEL / "ulx3s"
+    _ensure_sim(built)
+    before = _published(built)
+    assert f"{MODEL}/ulx3s/sim.json" in before and any(k.startswith(f"{MODEL}/ulx3s/hw/") for k in before)
+    # every image, with the source idle 15 cycles in 16: the stream outlasts the wait below
+    p = subprocess.Popen([sys.executable, "-m", "sim.run", "--model", MODEL, "--images", "all", "--chunk", "20",
+                          "--idle", "15", "--backpressure", "15", "--simulator", simulator],
+                         cwd=REPO, env=_env(built), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert _wait_for(lambda: _sim_pids(bd), p, timeout=300), "the simulator never started"
+    finally:
+        p.kill()                         # the parent alone: its simulator must follow it
+        p.wait()
+    t0 = time.time()
+    while _sim_pids(bd) and time.time() - t0 < 10:
+        time.sleep(0.2)
+    assert not _sim_pids(bd), f"{simulator} outlived sim.run"
+    assert _published(built) == before
+    assert not [f for f in _leftovers(built) if "/ulx3s/sim/" not in f]
+
+
+@contextlib.contextmanager
+def _bad_disk(tmp_path, built, kind):
+    """A copy of the built tiny model on its own tmpfs, then made read-only ("ro") or filled up
+    ("full": not a byte left for file data). Mounting needs root; the case fails without it."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    assert r.returncode == 0, f"cannot mount a tmpfs (root needed): {r.stderr.strip()}"
+    try:
+        shutil.copytree(Path(built) / MODEL, mnt / MODEL, ignore=shutil.ignore_patterns("sim", ".staging-*"))
+        if kind == "ro":
+            subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        else:
+            try:
+                with open(mnt / "filler", "wb", buffering=0) as fh:
+                    while True:
+                        fh.write(b"\0" * 4096)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+SIM_ARGS = ["sim.run", "--model", MODEL, "--images", "5"]
+EXPORT_ARGS = ["model.export", "--model", MODEL, "--verify-images", "5"]
+DISK_WORDS = {"ro": "Read-only file system", "full": "No space left on device"}
+
+
+# export's cases start torch and Brevitas (10-20 s each on a shared machine): slow-marked
+@pytest.mark.parametrize("args,kind", [(SIM_ARGS, "ro"), (SIM_ARGS, "full"),
+                                       pytest.param(EXPORT_ARGS, "ro", marks=pytest.mark.slow),
+                                       pytest.param(EXPORT_ARGS, "full", marks=pytest.mark.slow)],
+                         ids=["sim.run-ro", "sim.run-full", "export-ro", "export-full"])
+def test_publish_on_a_read_only_or_full_disk(built, tmp_path, args, kind):
+    """sim.run and model.export on a folder they cannot write: one line naming it and the cause, and the
+    previous sim.json / hw/ / export exactly as they were, no temporary or staging file left."""
+    _ensure_sim(built)
+    with _bad_disk(tmp_path, built, kind) as root:
+        before = _state(root)
+        assert f"{MODEL}/ulx3s/sim.json" in before and f"{MODEL}/streamlined.onnx" in before
+        r = _run(root, *args)
+        _one_line(r, DISK_WORDS[kind])
+        assert str(root) in r.stderr, r.stderr      # the folder it could not write is named
+        assert _state(root) == before
+        assert not _leftovers(root) and not list(Path(root).rglob(".staging-*"))
