@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hw.compile import read_manifest
+from hw.manifest import read_manifest
 from sim import cocotb_env as E
 from sim.tb_top import decode_outputs
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from hw import units as U
-from hw.compile import MANIFEST_KEYS, ManifestError, read_manifest  # noqa: F401 (re-exported)
+from hw.manifest import MANIFEST_KEYS, ManifestError, read_manifest  # noqa: F401 (re-exported)
 from sim import cocotb_env as E
 
 try:
