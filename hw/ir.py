@@ -4,6 +4,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+from onnx import helper
+from qonnx.core.modelwrapper import ModelWrapper
 
 from hw import units as U
 from hw.errors import CompileError
@@ -28,11 +30,28 @@ def _int_init(model, node, idx, what):
 
 
 def _attr(node, name, default=None):
-    from onnx import helper
     for a in node.attribute:
         if a.name == name:
             return helper.get_attribute_value(a)
     return default
+
+
+def _thresholds(model, node, rows, what, expected):
+    """A MultiThreshold's thresholds as (rows, T), sorted per row, and its output datatype, checked
+    against the contract; `what` names the node in errors, `expected` the shapes it may have."""
+    t = _int_init(model, node, 1, "thresholds")
+    if t.ndim != 2 or t.shape[0] not in (1, rows):
+        raise CompileError(f"{what}: thresholds {t.shape}, expected {expected}")
+    if t.shape[0] == 1:
+        t = np.repeat(t, rows, axis=0)
+    if np.any(np.diff(t, axis=1) < 0):
+        raise CompileError(f"{what}: thresholds are not sorted per channel")
+    if float(_attr(node, "out_scale", 1.0)) != 1.0 or float(_attr(node, "out_bias", 0.0)) != 0.0:
+        raise CompileError(f"{what}: out_scale/out_bias must be 1/0")
+    odt = _dt(model, node.output[0])
+    if odt.signed() or not odt.is_integer() or (1 << odt.bitwidth()) - 1 < t.shape[1]:
+        raise CompileError(f"{what}: output {odt.name} cannot hold {t.shape[1]} thresholds")
+    return t, odt
 
 
 def _input_thresholds(model, node, shape) -> Thresholding:
@@ -44,24 +63,12 @@ def _input_thresholds(model, node, shape) -> Thresholding:
     if layout != "NHWC":
         raise CompileError(f"{what}: data_layout {layout}, expected NHWC")
     c = shape[3]
-    t = _int_init(model, node, 1, "thresholds")
-    if t.ndim != 2 or t.shape[0] not in (1, c):
-        raise CompileError(f"{what}: thresholds {t.shape}, expected ({c}, T) or (1, T)")
-    if t.shape[0] == 1:
-        t = np.repeat(t, c, axis=0)
-    if np.any(np.diff(t, axis=1) < 0):
-        raise CompileError(f"{what}: thresholds are not sorted per channel")
-    if float(_attr(node, "out_scale", 1.0)) != 1.0 or float(_attr(node, "out_bias", 0.0)) != 0.0:
-        raise CompileError(f"{what}: out_scale/out_bias must be 1/0")
-    odt = _dt(model, node.output[0])
-    if odt.signed() or not odt.is_integer() or (1 << odt.bitwidth()) - 1 < t.shape[1]:
-        raise CompileError(f"{what}: output {odt.name} cannot hold {t.shape[1]} thresholds")
+    t, odt = _thresholds(model, node, c, what, f"({c}, T) or (1, T)")
     return Thresholding(node.name, shape[1] * shape[2], c, U.thresh_clip(t, 8), out_bits=odt.bitwidth())
 
 
 def read_graph(onnx_path) -> Graph:
     """Streamlined graph (README contract) -> list of Thresholding / SWG / MVAU / Pool layers."""
-    from qonnx.core.modelwrapper import ModelWrapper
     path = Path(onnx_path)
     if not path.is_file():
         raise CompileError(f"{path}: no such graph (export and streamline the model first)")
@@ -168,19 +175,7 @@ def read_graph(onnx_path) -> Graph:
             if not layers or not isinstance(layers[-1], MVAU) or layers[-1].thresholds is not None:
                 raise CompileError(f"node {node.name} (MultiThreshold) must directly follow a MatMul")
             mv = layers[-1]
-            t = _int_init(model, node, 1, "thresholds")
-            if t.ndim != 2 or t.shape[0] not in (1, mv.mh):
-                raise CompileError(f"node {node.name} (MultiThreshold): thresholds {t.shape}, expected ({mv.mh}, T)")
-            if t.shape[0] == 1:
-                t = np.repeat(t, mv.mh, axis=0)
-            if np.any(np.diff(t, axis=1) < 0):
-                raise CompileError(f"node {node.name} (MultiThreshold): thresholds are not sorted per channel")
-            if float(_attr(node, "out_scale", 1.0)) != 1.0 or float(_attr(node, "out_bias", 0.0)) != 0.0:
-                raise CompileError(f"node {node.name} (MultiThreshold): out_scale/out_bias must be 1/0")
-            odt = _dt(model, node.output[0])
-            if odt.signed() or not odt.is_integer() or (1 << odt.bitwidth()) - 1 < t.shape[1]:
-                raise CompileError(f"node {node.name} (MultiThreshold): output {odt.name} cannot hold "
-                                   f"{t.shape[1]} thresholds")
+            t, odt = _thresholds(model, node, mv.mh, f"node {node.name} (MultiThreshold)", f"({mv.mh}, T)")
             mv.thresholds = U.clip_thresholds(t, mv.acc_lo, mv.acc_hi)
             mv.thresh_name = node.name
             mv.act_bits = odt.bitwidth()

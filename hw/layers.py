@@ -8,8 +8,28 @@ import numpy as np
 from hw import units as U
 
 
+class _Lanes:
+    """A unit whose input and output beats both carry `lanes` elements (its PE or SIMD)."""
+
+    @property
+    def in_elems(self):
+        return self.lanes
+
+    @property
+    def out_elems(self):
+        return self.lanes
+
+
+class _Mover(_Lanes):
+    """A unit that moves elements without changing their width."""
+
+    @property
+    def out_bits(self):
+        return self.bits
+
+
 @dataclass
-class Thresholding:
+class Thresholding(_Lanes):
     """The graph's input MultiThreshold (Thresh_in): pixel bytes -> counts of thresholds passed."""
     name: str
     pixels: int
@@ -25,11 +45,7 @@ class Thresholding:
         return int(self.thresholds.shape[1])
 
     @property
-    def in_elems(self):
-        return self.pe
-
-    @property
-    def out_elems(self):
+    def lanes(self):
         return self.pe
 
     def legal_pe(self):
@@ -43,7 +59,7 @@ class Thresholding:
 
 
 @dataclass
-class SWG:
+class SWG(_Mover):
     """Im2Col: bl_swg on an ifm x ifm_w image, behind a bl_pad when pad = [top, left, bottom, right]
     is not all zero."""
     name: str
@@ -82,16 +98,8 @@ class SWG:
         return U.conv_out_dim(self.wp, self.k, self.s)
 
     @property
-    def in_elems(self):
+    def lanes(self):
         return self.simd
-
-    @property
-    def out_elems(self):
-        return self.simd
-
-    @property
-    def out_bits(self):
-        return self.bits
 
     def cycles(self):
         # bl_pad emits the padded image at one beat per cycle, which the window generator's cycles
@@ -167,7 +175,7 @@ class MVAU:
 
 
 @dataclass
-class Pool:
+class Pool(_Mover):
     name: str
     ifm: int
     c: int
@@ -176,16 +184,8 @@ class Pool:
     pe: int = 1
 
     @property
-    def in_elems(self):
+    def lanes(self):
         return self.pe
-
-    @property
-    def out_elems(self):
-        return self.pe
-
-    @property
-    def out_bits(self):
-        return self.bits
 
     def cycles(self):
         return U.pool_cycles(self.ifm, self.c, self.pe)
