@@ -14,7 +14,10 @@ import time
 import traceback
 
 from hw.boards import BOARDS, get_board
-from hw.compile import CompileError, choose_folding, estimate, read_graph
+from hw.errors import CompileError
+from hw.estimate import estimate
+from hw.folding import choose_folding
+from hw.ir import read_graph
 from model import paths, zoo
 from model.export import export
 from model.train import train

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hw.boards import Board
+from hw.manifest import ManifestError, read_manifest
 from model import publish
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,8 +89,7 @@ def atomic_write_json(path: Path, obj):
 
 
 def load_manifest(rtl_dir: Path) -> dict:
-    """The compiler's manifest (hw.compile.read_manifest) plus what the UART board top needs."""
-    from hw.compile import ManifestError, read_manifest
+    """The compiler's manifest (hw.manifest.read_manifest) plus what the UART board top needs."""
     path = Path(rtl_dir) / "manifest.json"
     need = ("top", "files", "in_width", "in_beats", "out_width", "out_elem_bits", "out_elems_per_beat",
             "out_beats", "out_signed")

@@ -17,7 +17,8 @@ import numpy as np
 
 from hw.bitstream import atomic_write_json, build_lattice
 from hw.boards import BOARDS, DEFAULT_BOARD, get_board
-from hw.compile import compile_graph, load_folding
+from hw.compile import compile_graph
+from hw.folding import load_folding
 from hw.finn_folder import run_finn, write_finn_folder
 from hw.host import output_affine
 from hw.xilinx import xilinx_resources

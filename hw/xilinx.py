@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hw.bitstream import FlowError, _read_json, atomic_write_json, rel, run_tool
 from hw.boards import Board
-from hw.compile import ManifestError, read_manifest
+from hw.manifest import ManifestError, read_manifest
 
 # LUTs a LUTRAM / shift-register primitive occupies (UG474 / UG574)
 LUTRAM_LUTS = {"RAM16X1S": 1, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2, "RAM256X1S": 4,

@@ -4,17 +4,19 @@ BitLens metadata). Simulation and FINN's verification both compare against these
 import json
 
 import numpy as np
-import torch
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 from tqdm import tqdm
 
 from model.data import load_split, pad_images
-from model.reference import Reference
 
 
 def expected_outputs(graph_path, images):
     """Final accumulators of the streamlined graph: the bit-exact reference for BitLens graphs, else qonnx."""
+    # The reference is a torch module and torch takes seconds to import: deferred to here, so that
+    # importers that never compute golden data (hw.build for a Lattice board) start without it.
+    import torch
+    from model.reference import Reference
     try:
         ref = Reference(str(graph_path))
     except ValueError:      # a graph without BitLens metadata (synthetic test graphs): use qonnx

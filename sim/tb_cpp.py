@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from hw.bitstream import die_with_parent
-from hw.compile import read_manifest
+from hw.manifest import read_manifest
 from sim import cocotb_env as E
 from sim.tb_fast import TB_FILE, write_words_hex
 from sim.tb_top import decode_outputs

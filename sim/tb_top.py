@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from hw import units as U
-from hw.compile import MANIFEST_KEYS, ManifestError, read_manifest  # noqa: F401 (re-exported)
+from hw.manifest import MANIFEST_KEYS, ManifestError, read_manifest  # noqa: F401 (re-exported)
 from sim import cocotb_env as E
 from sim.top_run import run_stream_test, tie_to_parent, write_result
 

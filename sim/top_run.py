@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from hw.bitstream import die_with_parent
-from hw.compile import read_manifest
+from hw.manifest import read_manifest
 from sim import cocotb_env as E
 
 

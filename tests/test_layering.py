@@ -1,6 +1,8 @@
 """The libraries import one way: model <- hw <- sim <- explain, and none of them imports the app
-layer (bitlens), not even inside a function."""
+layer (bitlens), not even inside a function; and the Lattice build path imports no torch."""
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,3 +37,12 @@ def test_the_check_sees_an_upward_import(tmp_path):
         (tmp_path / pkg).mkdir()
     (tmp_path / "hw" / "x.py").write_text("def f():\n    from explain.methods import attribute\n")
     assert upward_imports(tmp_path) == ["hw/x.py:2 imports explain.methods"]
+
+
+def test_a_lattice_build_starts_without_torch():
+    """hw.build (and with it the compiler) loads no torch: only golden data needs the torch-built
+    reference, and a Lattice build computes none."""
+    code = "import sys, hw.build; print(sorted(m for m in ('torch', 'model.reference') if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
