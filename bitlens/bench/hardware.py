@@ -15,7 +15,9 @@ import time
 
 from hw.boards import get_board
 from hw.build import build as build_bitstream
-from hw.compile import choose_folding, estimate, read_graph
+from hw.estimate import estimate
+from hw.folding import choose_folding
+from hw.ir import read_graph
 from model import cli, paths, publish
 from model.golden import sample_images
 from sim.run import run
