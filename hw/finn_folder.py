@@ -33,6 +33,10 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import helper
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.transformation.general import RemoveUnusedTensors
 
 from hw.boards import Board
 from model import publish
@@ -107,10 +111,6 @@ def _ancestors(model, tensor):
 def finn_graph(streamlined):
     """The graph FINN gets: the streamlined graph up to `acc_out` (the accumulators the accelerator
     streams out), with a leading flatten folded into a (1, K) input. Returns a qonnx ModelWrapper."""
-    import onnx
-    from onnx import helper
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.transformation.general import RemoveUnusedTensors
     m = ModelWrapper(str(streamlined))
     g = m.graph
     if m.find_producer("acc_out") is None:
@@ -132,7 +132,6 @@ def _flatten_front(m):
     """global_in -> [MultiThreshold] -> Reshape(1, K) -> ...: drop the Reshape and give the input
     as (1, K). NHWC flattening keeps the byte order; a per-channel input threshold is repeated
     for every pixel (channel = position mod C)."""
-    from onnx import helper
     chain, t = [], m.graph.input[0].name
     while True:
         cons = m.find_consumers(t)

@@ -8,13 +8,17 @@ counted and must all sit at threshold ties).
 """
 import contextlib
 import hashlib
+import multiprocessing as mp
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.core.onnx_exec import execute_onnx
 from tqdm import tqdm
 
 from model import cli, publish, zoo
@@ -26,7 +30,7 @@ TIE_TOL = 1e-3
 
 
 def export_qonnx_file(net, path: Path):
-    from brevitas.export import export_qonnx
+    from brevitas.export import export_qonnx   # deferred: Brevitas takes seconds to import (see model.zoo)
     try:
         export_qonnx(net.eval(), torch.zeros(1, *net.in_shape), str(path), dynamo=False)
     except OSError as e:
@@ -37,8 +41,6 @@ def export_qonnx_file(net, path: Path):
 
 def _qonnx_one_by_one(args):
     path, images = args
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.core.onnx_exec import execute_onnx
     g = ModelWrapper(path)
     return np.concatenate([execute_onnx(g, {"global_in": im[None].astype(np.float32)},
                                         return_full_exec_context=True)["acc_out"] for im in images])
@@ -76,7 +78,6 @@ def qonnx_accumulators(graph, images, batch=100, quiet=False, jobs=None):
 
 
 def _qonnx_accumulators(graph, images, batch, quiet, jobs):
-    from qonnx.core.onnx_exec import execute_onnx
     if any(n.op_type == "Im2Col" for n in graph.graph.node):
         # qonnx's Im2Col only executes batch 1 correctly (it interleaves images otherwise):
         # one image per call (~0.09 s for CNV), spread over all cores
@@ -91,8 +92,6 @@ def _qonnx_accumulators(graph, images, batch, quiet, jobs):
 
 
 def _qonnx_parallel(graph, images, quiet, jobs, chunk=20):
-    import multiprocessing as mp
-    import tempfile
     with tempfile.TemporaryDirectory() as d:
         path = str(Path(d) / "g.onnx")
         graph.save(path)

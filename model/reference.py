@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from onnx import helper
 from qonnx.core.modelwrapper import ModelWrapper
 
 from model import kernels
@@ -26,7 +27,6 @@ from model.twin import build_twin
 def _attr(node, name, default=None):
     for a in node.attribute:
         if a.name == name:
-            from onnx import helper
             return helper.get_attribute_value(a)
     return default
 

@@ -12,6 +12,7 @@ the input quantiser is evaluated on all 256 pixel bytes: an affine result folds 
 layer, any other monotone one becomes the input thresholding stage `Thresh_in`.
 Anything else is an error naming the node and its type.
 """
+import copy
 import json
 import math
 
@@ -21,6 +22,8 @@ from onnx import TensorProto, helper
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.general.intquant import max_int, min_int
+from qonnx.transformation.general import GiveUniqueNodeNames, SortGraph
+from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.basic import qonnx_make_model
 
 
@@ -620,8 +623,6 @@ def streamline(qonnx_model, name="model", dataset=None) -> ModelWrapper:
     """Brevitas QONNX export (path or ModelWrapper) -> streamlined integer graph; `dataset` (the
     one the model was trained on) goes into its metadata, where sim and FINN's golden data read it."""
     mw = qonnx_model if isinstance(qonnx_model, ModelWrapper) else ModelWrapper(str(qonnx_model))
-    from qonnx.transformation.general import GiveUniqueNodeNames, SortGraph
-    from qonnx.transformation.infer_shapes import InferShapes
     mw = mw.transform(InferShapes()).transform(SortGraph()).transform(GiveUniqueNodeNames())
     out = Streamliner(mw, name).run()
     if dataset is not None:
@@ -643,7 +644,6 @@ def metadata(mw: ModelWrapper) -> dict:
 def with_batch(mw: ModelWrapper, batch: int) -> ModelWrapper:
     """A copy of a streamlined graph whose declared shapes have batch size `batch`, so qonnx
     executes many images per call (the graph itself is batch-agnostic)."""
-    import copy
     m = copy.deepcopy(mw.model)
     inits = {i.name for i in m.graph.initializer}
     for vi in list(m.graph.input) + list(m.graph.output) + list(m.graph.value_info):

@@ -16,6 +16,7 @@ says (MNIST is zero-padded to 32x32 for CNV topologies).
 import hashlib
 import importlib.util
 import inspect
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -298,7 +299,6 @@ def seeds(name: str, root: Path | None = None):
 
 
 if __name__ == "__main__":   # `python -m model.zoo twin NAME`: the Makefile asks for a model's twin
-    import sys
     try:
         if len(sys.argv) != 3 or sys.argv[1] != "twin":
             raise ModelError("usage: python -m model.zoo twin MODEL")
