@@ -13,6 +13,7 @@ import torch.nn as nn
 from model import data as D
 from model import zoo
 from model.export import qonnx_accumulators
+from tests.nets import export_to, randomise_bn
 from model.reference import Reference
 from model.streamline import StreamlineError, streamline
 
@@ -250,18 +251,6 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch)
     assert all(torch.equal(sa[k], sb[k]) for k in sa) and a["test_accuracy"] == b["test_accuracy"]
 
 
-def _randomise_bn(net, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for m in net.modules():
-        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) * 10 - 5)
-            m.running_var.copy_(torch.rand(n, generator=g) * 3 + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) * 2 - 1)  # negative scales too
-            m.bias.data.copy_(torch.rand(n, generator=g) * 2 - 1)
-    return net.eval()
-
-
 class AdHoc(nn.Module):
     """Not a zoo model: conv + pool + 2-bit ReLU/HardTanh + binary layers + float scale/bias."""
 
@@ -294,15 +283,9 @@ class AdHoc(nn.Module):
         return self.l4(x) * self.scale + self.shift
 
 
-def _export(net, path):
-    from brevitas.export import export_qonnx
-    export_qonnx(net.eval(), torch.zeros(1, *net.in_shape), str(path), dynamo=False)
-    return path
-
-
 def _check_bit_exact(net, path, n=16, seed=0):
     from qonnx.core.onnx_exec import execute_onnx
-    g = streamline(_export(net, path))
+    g = streamline(export_to(net, path))
     ref = Reference(g)
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (n, *net.in_shape[1:], net.in_shape[0]), dtype=np.uint8)
@@ -346,7 +329,7 @@ def test_export_carries_the_trained_dataset_to_the_graph_and_sim(tmp_path, monke
     torch.manual_seed(0)
     out = zoo.model_dir("tfc-w1a1")
     out.mkdir(parents=True)
-    net = _randomise_bn(zoo.build("tfc-w1a1", "fashion-mnist"))
+    net = randomise_bn(zoo.build("tfc-w1a1", "fashion-mnist"))
     torch.save(dict(model="tfc-w1a1", dataset="fashion-mnist", state_dict=net.state_dict(), seed=0), out / "model.pt")
     with pytest.raises(zoo.ModelError, match="trained on fashion-mnist, not mnist \\(DATASET=fashion-mnist"):
         export("tfc-w1a1", "mnist", quiet=True)
@@ -361,7 +344,7 @@ def test_export_carries_the_trained_dataset_to_the_graph_and_sim(tmp_path, monke
 @pytest.mark.parametrize("name", ["tfc-w1a1", "cnv-w1a1", "tfc-w2a2", "sfc-w1a2"])
 def test_zoo_streamlines_bit_exact(name, tmp_path):
     torch.manual_seed(1)
-    net = _randomise_bn(zoo.build(name))
+    net = randomise_bn(zoo.build(name))
     g, ref = _check_bit_exact(net, tmp_path / "m.onnx", n=4 if name.startswith("cnv") else 16)
     ops = [n.op_type for n in g.graph.node]
     if name.endswith("w1a1"):
@@ -374,7 +357,7 @@ def test_zoo_streamlines_bit_exact(name, tmp_path):
 
 def test_ad_hoc_model_streamlines_bit_exact(tmp_path):
     torch.manual_seed(3)
-    net = _randomise_bn(AdHoc())
+    net = randomise_bn(AdHoc())
     g, _ = _check_bit_exact(net, tmp_path / "adhoc.onnx", n=12)
     assert [n.op_type for n in g.graph.node].count("MaxPoolNHWC") == 1
 
@@ -384,13 +367,13 @@ def test_unsupported_op_names_node(tmp_path):
         def forward(self, x):
             return torch.sigmoid(super().forward(x))
     with pytest.raises(StreamlineError, match=r"node .*Sigmoid"):
-        streamline(_export(Bad().eval(), tmp_path / "bad.onnx"))
+        streamline(export_to(Bad().eval(), tmp_path / "bad.onnx"))
 
 
 def test_guided_mode_changes_gradient(tmp_path):
     torch.manual_seed(0)
-    net = _randomise_bn(zoo.build("tfc-w1a1"))
-    ref = Reference(streamline(_export(net, tmp_path / "t.onnx")))
+    net = randomise_bn(zoo.build("tfc-w1a1"))
+    ref = Reference(streamline(export_to(net, tmp_path / "t.onnx")))
     x = (torch.randint(0, 256, (4, 1, 28, 28)).float() / 256).requires_grad_(True)
     g1 = torch.autograd.grad(ref(x)[:, 3].sum(), x)[0]
     ref.set_guided(True)
@@ -477,7 +460,7 @@ def test_finn_zoo_streamlines_bit_exact(cfg, tmp_path):
     from brevitas_examples.bnn_pynq.models import get_model_cfg
     from model.streamline import metadata
     torch.manual_seed(4)
-    net = _randomise_tensor_norm(_randomise_bn(zoo.build("bnn-pynq:" + cfg)))
+    net = _randomise_tensor_norm(randomise_bn(zoo.build("bnn-pynq:" + cfg)))
     assert net.in_shape == ((1, 32, 32) if cfg.startswith("cnv") else (1, 28, 28))
     g, ref = _check_bit_exact(net, tmp_path / "m.onnx", n=3 if cfg.startswith("cnv") else 16)
     iq = metadata(g)["input_quant"]
@@ -531,7 +514,7 @@ def test_user_model_file_padding_and_2bit(tmp_path):
     torch.manual_seed(5)
     net = zoo.build(name)
     assert net.in_shape == (1, 28, 28) and zoo.spec(name).twin is None and zoo.kind_of(net) == "cnv"
-    g, _ = _check_bit_exact(_randomise_bn(net), tmp_path / "m.onnx", n=4)
+    g, _ = _check_bit_exact(randomise_bn(net), tmp_path / "m.onnx", n=4)
     swg = [n for n in g.graph.node if n.op_type == "Im2Col"]
     assert [list(n.attribute[0].ints) for n in swg] and all(
         any(a.name == "pad_amount" and list(a.ints) == [1, 1, 1, 1] for a in n.attribute) for n in swg)
@@ -593,6 +576,6 @@ def test_input_preprocessing_errors(tmp_path):
             return self.fc(torch.flatten(self.q(1 - 2 * x), 1))
 
     with pytest.raises(StreamlineError, match="per-pixel preprocessing"):
-        streamline(_export(PerPixel(), tmp_path / "a.onnx"))
+        streamline(export_to(PerPixel(), tmp_path / "a.onnx"))
     with pytest.raises(StreamlineError, match="not monotone"):
-        streamline(_export(Falling(), tmp_path / "b.onnx"))
+        streamline(export_to(Falling(), tmp_path / "b.onnx"))

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from qonnx.core.modelwrapper import ModelWrapper
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.hw_graphs import make_mlp
+
+ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / "build" / "test-finn-check"
 FOLDING = {"Defaults": {}, "MVAU_0": {"PE": 2, "SIMD": 4}, "MVAU_1": {"PE": 1, "SIMD": 2},
            "MVAU_2": {"PE": 1, "SIMD": 2}}
@@ -31,8 +34,6 @@ def finn_python():
 
 @pytest.fixture(scope="module")
 def tiny_graph():
-    from tests.hw_graphs import make_mlp
-    from qonnx.core.modelwrapper import ModelWrapper
     (WORK / "tiny").mkdir(parents=True, exist_ok=True)
     path = make_mlp(WORK / "tiny" / "streamlined.onnx", seed=7, hidden=(16, 8), classes=4, in_shape=(1, 6, 6, 1))
     # first-layer thresholds where the sums of random bytes fall, so the activations vary

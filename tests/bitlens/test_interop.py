@@ -12,7 +12,7 @@ from model.export import export
 from model.train import train
 from sim.run import run as simulate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

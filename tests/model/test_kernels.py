@@ -12,6 +12,7 @@ import torch
 from model import kernels, zoo
 from model.reference import Reference, _im2col, _pack_words
 from model.streamline import streamline
+from tests.nets import randomise_bn
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="no C compiler: the reference runs on numpy")
 
@@ -199,7 +200,7 @@ def test_sign_byte_layer_reads_nothing_past_its_input():
     import sys
     from pathlib import Path
     r = subprocess.run([sys.executable, "-c", GUARDED], capture_output=True, text=True,
-                       cwd=Path(__file__).resolve().parents[1], timeout=120)
+                       cwd=Path(__file__).resolve().parents[2], timeout=120)
     assert r.returncode == 0 and "read inside" in r.stdout, r.stderr[-500:]
 
 
@@ -274,9 +275,8 @@ def test_portable_build_matches(tmp_path):
 def test_reference_native_path_equals_numpy_path(name, tmp_path):
     """Whole networks: the per-layer kernels and the numpy path give the same accumulators."""
     from brevitas.export import export_qonnx
-    from tests.test_model import _randomise_bn
     torch.manual_seed(4)
-    net = _randomise_bn(zoo.build(name))
+    net = randomise_bn(zoo.build(name))
     export_qonnx(net, torch.zeros(1, *net.in_shape), str(tmp_path / "m.onnx"), dynamo=False)
     ref = Reference(streamline(tmp_path / "m.onnx"))
     assert ref.native_ok
@@ -292,9 +292,8 @@ def test_reference_native_path_equals_numpy_path(name, tmp_path):
 
 def _zoo_reference(name, tmp_path, seed=4):
     from brevitas.export import export_qonnx
-    from tests.test_model import _randomise_bn
     torch.manual_seed(seed)
-    net = _randomise_bn(zoo.build(name))
+    net = randomise_bn(zoo.build(name))
     export_qonnx(net, torch.zeros(1, *net.in_shape), str(tmp_path / "m.onnx"), dynamo=False)
     return net, Reference(streamline(tmp_path / "m.onnx"))
 

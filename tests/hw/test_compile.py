@@ -17,7 +17,7 @@ from hw.ir import read_graph, reference
 from hw.layers import SWG, Thresholding
 from tests.hw_graphs import make_conv, make_mlp, make_padded_conv, make_thresh_mlp, run_qonnx
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

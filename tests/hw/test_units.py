@@ -11,7 +11,7 @@ from sim import axis_tb as A
 from sim import cocotb_env as E
 from sim import tb_dwc, tb_fifo, tb_mvau, tb_pad, tb_pool, tb_swg, tb_thresholding, tb_uart
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / "build" / "_test" / "units"
 
 
@@ -326,13 +326,13 @@ def test_unit_harness_catches_stall_and_wrong_cycles():
 
 
 def test_unit_harness_catches_a_withdrawn_beat():
-    """tests/rtl/bl_tb_withdraw.v delivers every beat in order but withdraws one kept waiting: the
+    """tests/hw/rtl/bl_tb_withdraw.v delivers every beat in order but withdraws one kept waiting: the
     rule watcher, not the comparison, fails the run."""
     words = list(range(1, 40))
     with pytest.raises(E.SimulationFailed, match="withdrawn or changed under back-pressure"):
         A.run_unit_stream("withdraw", "bl_tb_withdraw", dict(WIDTH=8), words, words, "sim.tb_fifo",
                           WORK / "ivl_withdraw", simulator="icarus", phases=((0, 12),),
-                          sources=[ROOT / "tests" / "rtl" / "bl_tb_withdraw.v"])
+                          sources=[ROOT / "tests" / "hw" / "rtl" / "bl_tb_withdraw.v"])
 
 
 def test_illegal_parameters_stop_the_simulation():

@@ -10,7 +10,7 @@ import pytest
 from sim import cocotb_env as E
 from tests.hw_graphs import make_conv, run_qonnx
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / "build" / "_test" / "fast"
 CONV_FOLD = {"Defaults": {}, "MVAU_0": {"PE": 2, "SIMD": 2}, "MVAU_1": {"PE": 2, "SIMD": 4},
              "MVAU_2": {"PE": 1, "SIMD": 4}}

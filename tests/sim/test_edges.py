@@ -22,7 +22,7 @@ from model.reference import LinearStage, Reference
 from sim.tb_cpp import run_cpp
 from tests.hw_graphs import EDGE_IMAGES, make_edge_conv, make_edge_mlp, run_qonnx
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / "build" / "_test" / "edges"
 MLP_FOLD = {"Defaults": {}, "MVAU_0": {"PE": 2, "SIMD": 9}, "MVAU_1": {"PE": 2, "SIMD": 4},
             "MVAU_2": {"PE": 1, "SIMD": 3}}

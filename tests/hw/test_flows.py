@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 
 from model import paths
+from tests.hw_graphs import make_mlp, run_qonnx
+from tests.nets import export_to, randomise_bn
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / "build" / "test-flows"       # yowasp tools cannot see pytest's tmp_path
 PY = sys.executable
 
@@ -29,7 +31,7 @@ N_CLASSES = TINY["out_beats"] * TINY["out_elems_per_beat"]
 IMG_BYTES = TINY["in_beats"] * TINY["in_width"] // 8
 
 TINY_TOP = r"""`timescale 1ns/1ps
-// test stand-in for the compiled accelerator (see tests/test_hw_flows.py)
+// test stand-in for the compiled accelerator (see tests/hw/test_flows.py)
 module bitlens_top (
     input  wire        ap_clk,
     input  wire        ap_rst_n,
@@ -247,7 +249,7 @@ def test_uart_wrapper_cocotb(ranked):
         params.update(write_rank_rom(work / "rank.mem", manifest, TINY_SCALE, TINY_BIAS, max_kbit=1024),
                       RANK_FILE=verilog_string(work / "rank.mem"))
     sources = [RTL / f for f in WRAPPER_FILES] + [rtl / "bitlens_top.v"]
-    run_cocotb(sources, "board_top_ecp5", "tests.test_hw_flows", work / "sim", parameters=params,
+    run_cocotb(sources, "board_top_ecp5", "tests.hw.test_flows", work / "sim", parameters=params,
                simulator="icarus", config={"mode": "tiny", "ranked": ranked})
 
 
@@ -303,7 +305,7 @@ def test_uart_wrapper_on_compiled_model():
     sources = [rtl / f for f in m["files"]] + [RTL / f for f in WRAPPER_FILES]
     for mem in rtl.glob("*.mem"):          # $readmemh names are relative to the simulator's folder
         (run_dir / mem.name).write_bytes(mem.read_bytes())
-    run_cocotb(sources, "board_top_ecp5", "tests.test_hw_flows", WORK / "uart_tfc" / "sim", parameters=params,
+    run_cocotb(sources, "board_top_ecp5", "tests.hw.test_flows", WORK / "uart_tfc" / "sim", parameters=params,
                simulator="icarus", config=cfg, test_dir=run_dir)
 
 
@@ -392,7 +394,6 @@ def test_xilinx_parse_ultrascale_cells():
 
 def _tiny_streamlined(path: Path):
     """A small streamlined graph (README contract): Reshape -> MatMul -> MultiThreshold -> XNOR ..."""
-    from tests.hw_graphs import make_mlp
     return make_mlp(path, seed=3, hidden=(8, 8), classes=2, in_shape=(1, 2, 2, 1))
 
 
@@ -400,7 +401,6 @@ def test_finn_folder_contents():
     from hw.boards import get_board
     from hw.finn_folder import FINN_CONFIG_FIELDS, VERIFY_STEPS, finn_folding, write_finn_folder
     from qonnx.core.modelwrapper import ModelWrapper
-    from tests.hw_graphs import run_qonnx
     work = WORK / "finn_tiny"
     work.mkdir(parents=True, exist_ok=True)
     _tiny_streamlined(work / "streamlined.onnx")
@@ -451,7 +451,6 @@ def test_finn_graph_flattens_an_input_threshold_stage():
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
     from hw.finn_folder import finn_graph
-    from tests.hw_graphs import make_mlp, run_qonnx
     work = WORK / "finn_thresh_in"
     work.mkdir(parents=True, exist_ok=True)
     path = make_mlp(work / "g.onnx", seed=5, hidden=(8, 8), classes=3, in_shape=(1, 2, 2, 3))
@@ -588,11 +587,10 @@ def test_host_cli_on_built_model_over_pty(capsys, tmp_path):
     from hw.compile import compile_graph
     from model.streamline import streamline
     from model.zoo import build
-    from tests.test_model import _export, _randomise_bn
     d = tmp_path / "tfc-w1a1"
     (d / "ulx3s").mkdir(parents=True)
     torch.manual_seed(7)
-    streamline(_export(_randomise_bn(build("tfc-w1a1"), seed=7), tmp_path / "q.onnx")).save(str(d / "streamlined.onnx"))
+    streamline(export_to(randomise_bn(build("tfc-w1a1"), seed=7), tmp_path / "q.onnx")).save(str(d / "streamlined.onnx"))
     compile_graph(d / "streamlined.onnx", d / "ulx3s" / "hw", "ulx3s", target_fps=20000)
     # the UART settings a bitstream build records; the emulated board needs nothing else
     (d / "ulx3s" / "resources.json").write_text(json.dumps({"uart": {"baud": 115200}}))
