@@ -26,6 +26,10 @@ class Cluster:
         self._client = None
 
     @property
+    def started(self) -> bool:
+        return self._client is not None
+
+    @property
     def client(self) -> Client:
         if self._client is None:
             self._client = self._stack.enter_context(self._connect())
@@ -42,7 +46,7 @@ class Cluster:
         t = str(self.threads)
         with dask.config.set({"distributed.worker.daemon": False}), \
                 LocalCluster(n_workers=self.workers, threads_per_worker=self.threads, processes=True,
-                             dashboard_address=None,
+                             dashboard_address=":0",
                              # one BLAS/torch thread per task thread: tasks side by side fill the cores
                              env={"OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t}) as lc, \
                 Client(lc) as c:
