@@ -126,18 +126,18 @@ interop: setup
 	$(PY) -m bitlens.interop
 
 # The findings across datasets x topologies (BNN vs twin, SEEDS each) as cached Dask tasks:
-# build/study/{index.html,study.json}. IMAGES= and EPOCHS= only when given (IMAGES' default above
-# is the simulation's); SCHEDULER=tcp://host:port uses a running Dask cluster instead of a local one.
+# build/study/{index.html,study.json}. IMAGES= only when given (its default above is the
+# simulation's); SCHEDULER=tcp://host:port uses a running Dask cluster instead of a local one.
 DATASETS  ?= mnist fashion-mnist
 MODELS    ?= tfc cnv
 SCHEDULER ?=
 given      = $(filter-out default undefined file,$(origin $(1)))
+STUDYOPTS  = $(if $(call given,IMAGES),--images $(IMAGES)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+             $(if $(LIMIT),--limit $(LIMIT)) $(if $(VERIFY),--verify $(VERIFY)) $(if $(METHODS),--methods $(METHODS)) \
+             $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(if $(WORKERS),--workers $(WORKERS))
 study: setup
 	$(if $(filter fashion-mnist,$(DATASETS)),$(fashion_install))
-	$(PY) -m bitlens.study --datasets $(DATASETS) --models $(MODELS) --seeds $(SEEDS) \
-	  $(if $(call given,IMAGES),--images $(IMAGES)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(LIMIT),--limit $(LIMIT)) \
-	  $(if $(VERIFY),--verify $(VERIFY)) $(if $(METHODS),--methods $(METHODS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
-	  $(if $(WORKERS),--workers $(WORKERS))
+	$(PY) -m bitlens.study --datasets $(DATASETS) --models $(MODELS) --seeds $(SEEDS) $(strip $(STUDYOPTS))
 
 bench: setup
 	$(PY) -m bitlens.bench.reference
