@@ -15,6 +15,10 @@ from tqdm import tqdm
 from bitlens.cache import TaskCache
 
 
+class TaskError(RuntimeError):
+    """A task failed: names the task and its arguments, then the cause's first line."""
+
+
 class Cluster:
     """A Client of the running cluster at `scheduler` (tcp://host:port), or of a LocalCluster of
     `workers` processes; connected or started on first use, so a run whose every task is cached
@@ -79,7 +83,12 @@ def cached_mapper(cluster: Cluster, cache: TaskCache, progress=True):
         try:
             for fut in as_completed(futures) if futures else ():
                 k = futures[fut]
-                results[k] = cache.put(fn, todo[k], k, fut.result())
+                try:
+                    r = fut.result()
+                except Exception as e:
+                    cause = (str(e).strip() or type(e).__name__).splitlines()[0]
+                    raise TaskError(f"task {name}{todo[k]!r} failed: {cause}") from e
+                results[k] = cache.put(fn, todo[k], k, r)
                 bar.update(1)
         except BaseException:
             for fut in futures:

@@ -10,7 +10,7 @@ import pytest
 
 from bitlens import study as S
 from bitlens.cache import CacheError, TaskCache, from_bytes, task, to_bytes
-from bitlens.cluster import Cluster, cached_mapper
+from bitlens.cluster import Cluster, TaskError, cached_mapper
 from bitlens.study_tasks import plain
 from explain import report as R
 from model import paths
@@ -60,6 +60,11 @@ def fake_explain(root, model, twin, dataset, seeds, images, methods, options):
                     faithfulness_steps=4, twin=twin)
     return plain({k: res[k] for k in ("model", "twin", "dataset", "n_images", "models", "accuracy",
                                                      "skipped", "findings")} | dict(notes=[], seconds=0.0))
+
+
+@task()
+def fake_broken(x):
+    raise ValueError(f"no model {x}")
 
 
 TASKS = SimpleNamespace(train=fake_train, export=fake_export, explain=fake_explain)
@@ -118,6 +123,11 @@ def test_study_on_a_local_cluster_and_its_cached_rerun_computes_nothing(tmp_path
         new = _calls(tmp_path)[len(calls):]
         assert third.misses == 2 and "train mnist tfc-fp 1" in new and len(new) == 2
         assert (tmp_path / "study" / "study.json").read_text() == first
+
+        # a failing task stops the run naming the task, its arguments and the cause; nothing cached
+        with pytest.raises(TaskError, match=r"task fake_broken\(7,\) failed: no model 7"):
+            cached_mapper(cluster, TaskCache(tmp_path / "cache"), progress=False)(fake_broken, [(7,)])
+        assert not list((tmp_path / "cache").glob("*fake_broken*/*"))
 
 
 def test_cache_key_follows_the_files_a_task_reads(tmp_path):
