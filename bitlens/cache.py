@@ -178,7 +178,7 @@ class TaskCache:
     def path(self, fn, key) -> Path:
         return self.root / self.name(fn) / f"{key}.npz"
 
-    def get(self, fn, args, key):
+    def get(self, fn, key):
         """(True, result) when a valid entry exists, else (False, None)."""
         p = self.path(fn, key)
         try:

@@ -71,7 +71,7 @@ def cached_mapper(cluster: Cluster, cache: TaskCache, progress=True):
         for a, k in zip(args, keys):
             if k in results or k in todo:
                 continue
-            hit, r = cache.get(fn, a, k)
+            hit, r = cache.get(fn, k)
             if hit:
                 results[k] = r
             else:

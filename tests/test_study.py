@@ -169,9 +169,9 @@ def test_cache_entry_round_trip_and_written_files_checked(tmp_path):
     args = (str(root), "tfc-w1a1", "mnist", 0, 1, None)
     key = cache.key(fake_train, args)
     stored = cache.put(fake_train, args, key, fake_train(*args))
-    assert cache.get(fake_train, args, key) == (True, stored)
+    assert cache.get(fake_train, key) == (True, stored)
     (root / "tfc-w1a1" / "model.pt").write_text("someone else's weights")
-    assert cache.get(fake_train, args, key) == (False, None)
+    assert cache.get(fake_train, key) == (False, None)
     assert not list((tmp_path / "cache").rglob("*.tmp"))
 
 
