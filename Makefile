@@ -20,7 +20,7 @@ TWIN    ?= $(shell $(PY) -m model.zoo twin '$(MODEL)')
 export YOWASP_CACHE_DIR := $(CURDIR)/.cache/yowasp
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup lock check-args finn-setup demo test test-all train export seeds bitstream sim finn-check gradreg report reports bench interop clean
+.PHONY: setup lock check-args finn-setup demo test test-all train export seeds bitstream sim finn-check gradreg report reports study bench interop clean
 
 # Fashion-MNIST (DATASET=fashion-mnist) is Debian's package dataset-fashion-mnist: installed as root
 # when apt can (never an error: without it only DATASET=fashion-mnist stops, saying how to get it).
@@ -137,6 +137,20 @@ test-all: setup
 # FINN's BNN zoo (11 configs) trained, exported, verified and simulated: build/interop/interop.json
 interop: setup
 	$(PY) -m bitlens.interop
+
+# The findings across datasets x topologies (BNN vs twin, SEEDS each) as cached Dask tasks:
+# build/study/{index.html,study.json}. IMAGES= only when given (its default above is the
+# simulation's); SCHEDULER=tcp://host:port uses a running Dask cluster instead of a local one.
+DATASETS  ?= mnist fashion-mnist
+MODELS    ?= tfc cnv
+SCHEDULER ?=
+given      = $(filter-out default undefined file,$(origin $(1)))
+STUDYOPTS  = $(if $(call given,IMAGES),--images $(IMAGES)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+             $(if $(LIMIT),--limit $(LIMIT)) $(if $(VERIFY),--verify $(VERIFY)) $(if $(METHODS),--methods $(METHODS)) \
+             $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(if $(WORKERS),--workers $(WORKERS))
+study: setup
+	$(if $(filter fashion-mnist,$(DATASETS)),$(fashion_install))
+	$(PY) -m bitlens.study --datasets $(DATASETS) --models $(MODELS) --seeds $(SEEDS) $(strip $(STUDYOPTS))
 
 bench: setup
 	$(PY) -m bitlens.bench.reference

@@ -113,9 +113,10 @@ def brevitas_logits(net, x, batch=500):
     return torch.cat([net(x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
 
 
-def export(name, dataset=None, seed=0, verify_images=None, data_dir=None, quiet=False):
-    """dataset: the one the checkpoint was trained on (default); another one is an error."""
-    out = zoo.model_dir(name, seed)
+def export(name, dataset=None, seed=0, verify_images=None, data_dir=None, quiet=False, root=None):
+    """dataset: the one the checkpoint was trained on (default); another one is an error. root:
+    the build folder holding the model (default build/; a study keeps one per dataset)."""
+    out = zoo.model_dir(name, seed, root)
     if not zoo.spec(name).quantised:
         raise zoo.ModelError(f"{name} is a full-precision twin: there is nothing to streamline (export its BNN)")
     trained_on = zoo.load_checkpoint(out / "model.pt", name).get("dataset", "mnist")
@@ -123,7 +124,7 @@ def export(name, dataset=None, seed=0, verify_images=None, data_dir=None, quiet=
         raise zoo.ModelError(f"{out / 'model.pt'}: trained on {trained_on}, not {dataset} "
                              f"(DATASET={trained_on}, or retrain with FORCE=1 DATASET={dataset})")
     dataset = trained_on
-    net = zoo.load_trained(name, seed)
+    net = zoo.load_trained(name, seed, root)
     images, labels = D.load_split(dataset, "test", data_dir)    # a data error stops before any work
     # model.qonnx.onnx, streamlined.onnx and verify.json are built in a staging folder and
     # published together only once the reference equals qonnx on every image: a failed or killed

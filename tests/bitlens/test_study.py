@@ -1,0 +1,188 @@
+"""make study's machinery: the task cache's key and store, and a small study on a LocalCluster
+with stand-in tasks (tiny models and data) whose cached re-run computes nothing."""
+import hashlib
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from bitlens import study as S
+from bitlens.cache import CacheError, TaskCache, from_bytes, task, to_bytes
+from bitlens.cluster import Cluster, TaskError, cached_mapper
+from bitlens.study_tasks import plain
+from explain import report as R
+from model import paths
+from tests.explain.test_report import OPTS, StandIns
+
+# --- stand-in tasks: files like the real ones, explanations of tiny models on tiny images -------
+
+
+def _log(root, what):
+    # every executed call appends a line (O_APPEND: whole lines from concurrent workers)
+    with open(Path(root).parents[2] / "calls.log", "a") as f:
+        f.write(what + "\n")
+
+
+def _weights(root, name, dataset, seed, *rest):
+    return [paths.model_dir(name, seed, root) / "model.pt"]
+
+
+@task(writes=_weights)
+def fake_train(root, name, dataset, seed, epochs, limit):
+    _log(root, f"train {dataset} {name} {seed}")
+    d = paths.model_dir(name, seed, root)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "model.pt").write_text(f"{name} {dataset} {seed} {epochs}")
+    (d / "train.json").write_text(json.dumps(dict(dataset=dataset, test_accuracy=0.5)))
+    return dict(model=name, seed=seed)
+
+
+@task(reads=_weights)
+def fake_export(root, name, dataset, seed, verify):
+    _log(root, f"export {dataset} {name} {seed}")
+    d = paths.model_dir(name, seed, root)
+    (d / "streamlined.onnx").write_bytes(hashlib.sha256((d / "model.pt").read_bytes()).digest())
+    return dict(model=name, seed=seed, images=verify)
+
+
+def _explained(root, model, twin, dataset, seeds, *rest):
+    return [paths.model_dir(n, s, root) / "model.pt" for n in (model, twin) for s in seeds]
+
+
+@task(reads=_explained)
+def fake_explain(root, model, twin, dataset, seeds, images, methods, options):
+    _log(root, f"explain {dataset} {model}")
+    sources = StandIns(root, conv=model.startswith("cnv"))
+    sources.dataset = dataset
+    res = R.compute(model, sources, images, list(methods), dict(OPTS, **options), sanity_images=4, progress=False,
+                    faithfulness_steps=4, twin=twin)
+    return plain({k: res[k] for k in ("model", "twin", "dataset", "n_images", "models", "accuracy",
+                                                     "skipped", "findings")} | dict(notes=[], seconds=0.0))
+
+
+@task()
+def fake_broken(x):
+    raise ValueError(f"no model {x}")
+
+
+TASKS = SimpleNamespace(train=fake_train, export=fake_export, explain=fake_explain)
+METHODS = ["gradient", "smoothgrad", "gradcam"]
+
+
+def _calls(tmp_path):
+    p = tmp_path / "calls.log"
+    return p.read_text().splitlines() if p.is_file() else []
+
+
+def _study(tmp_path, cluster, seeds=(0, 1)):
+    cache = TaskCache(tmp_path / "cache")
+    doc = S.run(["mnist", "fashion-mnist"], ["tfc", "cnv"], list(seeds), images=10, methods=METHODS,
+                root=tmp_path / "study", mapper=cached_mapper(cluster, cache, progress=False), tasks=TASKS)
+    S.publish_study(doc, dict(seconds=0, computed=cache.misses, from_cache=cache.hits, scheduler="test"),
+                    tmp_path / "study")
+    return doc, cache
+
+
+def test_study_on_a_local_cluster_and_its_cached_rerun_computes_nothing(tmp_path):
+    with Cluster(workers=2) as cluster:
+        doc, cache = _study(tmp_path, cluster)
+        first = (tmp_path / "study" / "study.json").read_text()
+        calls = _calls(tmp_path)
+        # 2 datasets x 2 topologies: 16 trainings (BNN and twin, 2 seeds), 8 exports, 4 explanations
+        assert (cache.misses, cache.hits) == (28, 0) and len(calls) == 28 and len(set(calls)) == 28
+        assert cluster.started
+        rows = doc["rows"]
+        assert len(rows) == 2 * 2 * 3
+        assert {(r["finding"], r["dataset"], r["topology"]) for r in rows} == {
+            (f, d, t) for f in ("gradient_similar", "smoothgrad_noisier", "gradcam_differs")
+            for d in ("mnist", "fashion-mnist") for t in ("tfc", "cnv")}
+        for r in rows:
+            assert r["model"] == f"{r['topology']}-w1a1" and r["twin"] == f"{r['topology']}-fp" and r["claim"]
+            assert r["verdict"] in ("supported", "not supported", "not applicable", "undetermined (one FP seed: no ceiling)")
+        mlp_gradcam = [r for r in rows if r["finding"] == "gradcam_differs" and r["topology"] == "tfc"]
+        assert all(r["verdict"] == "not applicable" and r["reason"] for r in mlp_gradcam)
+        sim = next(r for r in rows if r["finding"] == "gradient_similar" and r["topology"] == "cnv")
+        assert len(sim["ci"]) == 2 and sim["ci"][0] <= sim["numbers"]["spearman_bnn_vs_fp"] <= sim["ci"][1]
+        assert "fashion-mnist" in (tmp_path / "study" / "index.html").read_text()
+
+        # nothing changed: every task from the cache, no cluster started, the same study.json
+        with Cluster(workers=2) as idle:
+            _, again = _study(tmp_path, idle)
+            assert not idle.started
+        assert (again.misses, again.hits) == (0, 28) and _calls(tmp_path) == calls
+        assert (tmp_path / "study" / "study.json").read_text() == first
+
+        # an interrupted study: a lost explanation and a deleted model are computed again, nothing else
+        (tmp_path / "study" / "models" / "mnist" / "tfc-fp" / "seed1" / "model.pt").unlink()
+        explained = sorted((tmp_path / "cache").glob("*fake_explain/*.npz"))
+        assert len(explained) == 4
+        explained[0].unlink()
+        _, third = _study(tmp_path, cluster)
+        new = _calls(tmp_path)[len(calls):]
+        assert third.misses == 2 and "train mnist tfc-fp 1" in new and len(new) == 2
+        assert (tmp_path / "study" / "study.json").read_text() == first
+
+        # a failing task stops the run naming the task, its arguments and the cause; nothing cached
+        with pytest.raises(TaskError, match=r"task fake_broken\(7,\) failed: no model 7"):
+            cached_mapper(cluster, TaskCache(tmp_path / "cache"), progress=False)(fake_broken, [(7,)])
+        assert not list((tmp_path / "cache").glob("*fake_broken*/*"))
+
+
+def test_cache_key_follows_the_files_a_task_reads(tmp_path):
+    weights = tmp_path / "m" / "tfc-w1a1" / "model.pt"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"weights v1")
+    cache = TaskCache(tmp_path / "cache")
+    args = (str(tmp_path / "m"), "tfc-w1a1", "mnist", 0, 100)
+    k1 = cache.key(fake_export, args)
+    assert cache.key(fake_export, args) == k1                         # deterministic
+    weights.write_bytes(b"weights v2")
+    k2 = cache.key(fake_export, args)
+    assert k2 != k1                                                   # a changed input file
+    assert cache.key(fake_export, args[:-1] + (101,)) != k2          # a changed argument
+    assert cache.key(fake_train, args) != k2                          # another task
+    weights.unlink()
+    assert cache.key(fake_export, args) not in (k1, k2)               # a missing input file
+    # a Path argument is keyed by its content
+    other = tmp_path / "x.bin"
+    other.write_bytes(b"1")
+    ka = cache.key(fake_train, (other,))
+    other.write_bytes(b"2")
+    assert cache.key(fake_train, (other,)) != ka
+    with pytest.raises(CacheError, match="object cannot be keyed"):
+        cache.key(fake_train, (object(),))
+
+
+def test_cache_entry_round_trip_and_written_files_checked(tmp_path):
+    value = dict(a=np.arange(6, dtype=np.int16).reshape(2, 3), t=(1, 2.5, None), k={0: "zero", 1: [np.float32(0.5)]},
+                 s="text", n=float("nan"))
+    back = from_bytes(to_bytes(value))
+    assert back["a"].dtype == np.int16 and (back["a"] == value["a"]).all()
+    assert back["t"] == (1, 2.5, None) and back["k"] == {0: "zero", 1: [0.5]} and np.isnan(back["n"])
+    with pytest.raises(CacheError, match="object array"):
+        to_bytes(np.array([object()]))
+    # a stored result is reused only while the files its task wrote are unchanged
+    cache = TaskCache(tmp_path / "cache")
+    root = tmp_path / "study" / "models" / "mnist"
+    args = (str(root), "tfc-w1a1", "mnist", 0, 1, None)
+    key = cache.key(fake_train, args)
+    stored = cache.put(fake_train, args, key, fake_train(*args))
+    assert cache.get(fake_train, key) == (True, stored)
+    (root / "tfc-w1a1" / "model.pt").write_text("someone else's weights")
+    assert cache.get(fake_train, key) == (False, None)
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_cli_rejects_bad_arguments_in_one_line(capsys):
+    for argv, msg in ((["--datasets", "mnist", "nope"], "unknown dataset 'nope'"),
+                      (["--models", "tfc", "nope"], "--models:"),
+                      (["--methods", "gradient,bogus"], "unknown method 'bogus'")):
+        code = S.main(argv)
+        err = capsys.readouterr().err
+        assert code != 0 and msg in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    with pytest.raises(SystemExit) as e:
+        S.main(["--seeds", "-1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "must be 0 or more" in err and len(err.strip().splitlines()) == 1
