@@ -11,6 +11,9 @@
 //   with one it is the index of the largest logit acc_c * scale_c + bias_c: RANK_FILE maps
 //   (class, accumulator) to the dense rank of that float logit among all such pairs, so comparing
 //   ranks is exact. Ties go to the first index either way, as numpy.argmax.
+// Clock: clk is the accelerator's clock (on the ULX3S the PLL output, hw/rtl/pll_ecp5.v); the whole
+//   top runs in it, UART included (CLKS_PER_BIT from its frequency), and stays in reset until
+//   `locked` (the PLL's LOCK, asynchronous: synchronised here) has been high for 16 cycles.
 // Resynchronisation: if the line stays idle for IDLE_CLKS while an image is incomplete, wrapper
 //   and accelerator are reset, so a host that died mid-image only costs one timeout.
 // led[3:0] last class index, led[6] image in flight, led[7] sticky error (bad stop bit or a byte
@@ -30,6 +33,7 @@ module board_top_ecp5 #(
     parameter RANK_FILE = "rank.mem"      // word c * 2^OUT_EB + (accumulator bits) = rank
 ) (
     input  wire       clk,
+    input  wire       locked,
     input  wire       uart_rx,
     output wire       uart_tx,
     output wire [7:0] led
@@ -50,7 +54,8 @@ module board_top_ecp5 #(
     localparam [EBYB-1:0] EBY_N = EBY;
     localparam [IDB-1:0] IDLE_N = IDLE_CLKS;
 
-    // ---------------- resets: power-on, then a short pulse whenever the idle timeout fires
+    // ---------------- resets: PLL lock, then a short pulse whenever the idle timeout fires
+    reg [1:0] lock_sync = 2'b00;
     reg [4:0] por = 5'd0;
     reg [3:0] soft = 4'd0;
     reg [IDB-1:0] idle = 0;
@@ -60,7 +65,10 @@ module board_top_ecp5 #(
     wire rx_valid;
 
     always @(posedge clk) begin
-        if (!por_done)
+        lock_sync <= {lock_sync[0], locked};
+        if (!lock_sync[1])
+            por <= 5'd0;
+        else if (!por_done)
             por <= por + 1'b1;
         if (!por_done || rx_valid || !partial)
             idle <= 0;
@@ -250,7 +258,7 @@ module board_top_ecp5 #(
         end
     end
 
-    // LEDs and the error flag survive the soft reset: only power-on clears them.
+    // LEDs and the error flag survive the soft reset: only power-on (PLL lock) clears them.
     always @(posedge clk) begin
         if (!por_done) begin
             led_class <= 8'd0;
