@@ -190,9 +190,14 @@ class MVAU:
     def cycles(self, pe=None, simd=None):
         return U.mvau_cycles(self.mw, self.mh, pe or self.pe, simd or self.simd, self.pixels)
 
-    def latency(self, simd=None):
+    def bank_depth(self, kbit):
+        """bl_mvau's W_BANK_D for this folding (0: one weight memory)."""
+        return U.bank_depth((self.mw // self.simd) * (self.mh // self.pe), self.pe * self.simd * self.w_bits, kbit)
+
+    def latency(self, kbit, simd=None):
         """bl_mvau's pipeline: cycles from a vector's last input beat to its output beat."""
-        return U.mvau_latency(simd or self.simd, self.mode, self.in_bits, self.acc_bits, self.w_bits)
+        return U.mvau_latency(simd or self.simd, self.mode, self.in_bits, self.acc_bits, self.w_bits,
+                              banked=self.bank_depth(kbit) > 0)
 
     def resources(self, kbit, pe=None, simd=None):
         return U.mvau_resources(self.mw, self.mh, pe or self.pe, simd or self.simd, self.mode, self.in_bits,
@@ -592,7 +597,8 @@ def estimate(graph: Graph, board):
         r = l.resources(kbit)
         extra = {}
         if isinstance(l, MVAU):
-            extra = {"PE": l.pe, "SIMD": l.simd, "pipeline_cycles": l.latency()}
+            extra = {"PE": l.pe, "SIMD": l.simd, "pipeline_cycles": l.latency(kbit),
+                     "weight_banks": -(-(l.mw // l.simd) * (l.mh // l.pe) // l.bank_depth(kbit)) if l.bank_depth(kbit) else 1}
         elif isinstance(l, Thresholding):
             extra = {"PE": l.pe, "thresholds": l.n_thr}
         elif isinstance(l, SWG) and l.padded:
@@ -636,9 +642,9 @@ def cost(res, board):
 
 
 def choose_folding(graph: Graph, board, target_fps=None, share=DEFAULT_SHARE):
-    """Cheapest folding per MVAU meeting an II. Without a target: the smallest II whose logic
-    (LUT, FF) stays within `share` of the part and that fits (share=FIT_LIMIT gives the fastest
-    that fits), else the most folded design."""
+    """Cheapest folding per MVAU meeting an II. Without a target: the smallest II whose LUTs stay
+    within `share` of the part and that fits (share=FIT_LIMIT gives the fastest that fits), else
+    the most folded design."""
     kbit = board.bram_kbit
     mvs = graph.mvaus
     cands = {}
@@ -677,9 +683,11 @@ def choose_folding(graph: Graph, board, target_fps=None, share=DEFAULT_SHARE):
     for ii in iis:
         pick(ii)
         est = estimate(graph, board)
-        # the weights need their BRAM at any folding: the share bounds the logic only
+        # the weights need their BRAM at any folding: the share bounds the logic only, and of it the
+        # LUTs: pipeline registers (one behind most LUTs, as many FFs as LUTs on these parts) must
+        # not push a design to a slower folding; fits() still checks the FFs
         t = est["total"]
-        if t["lut"] <= share * board.lut and t["ff"] <= share * board.ff and fits(est, board, FIT_LIMIT):
+        if t["lut"] <= share * board.lut and fits(est, board, FIT_LIMIT):
             return
     pick(iis[-1])           # nothing within the share: the most folded design, if it fits at all
     est = estimate(graph, board)
@@ -800,10 +808,10 @@ def _top_verilog(graph: Graph, in_w_pad, out_w_pad, mem, ii=None):
             p = dict(IFM=l.ifm, C=l.c, K=l.k, PE=l.pe, BITS=l.bits)
             cur = inst("bl_pool", p, f"u_{tag}", cur, l.pe * l.bits)
         else:
-            wf, tf = mem[l.name]
+            wf, tf, bank_d = mem[l.name]
             p = dict(MW=l.mw, MH=l.mh, PE=l.pe, SIMD=l.simd, IN_BITS=l.in_bits, IN_SIGNED=int(l.in_signed),
                      MODE=l.mode, W_BITS=l.w_bits, ACC_BITS=l.acc_bits, N_THR=l.n_thr, OUT_BITS=l.out_bits,
-                     WEIGHT_FILE=f'"{wf}"', THRESH_FILE=f'"{tf}"')
+                     WEIGHT_FILE=f'"{wf}"', THRESH_FILE=f'"{tf}"', W_BANK_D=bank_d)
             cur = inst("bl_mvau", p, f"u_{tag}", cur, l.pe * l.out_bits)
         cur_elems, cur_bits = l.out_elems, l.out_bits
     out_w = cur_elems * cur_bits
@@ -829,12 +837,19 @@ def write_rtl(graph: Graph, out_dir, est, board):
     for mv in graph.mvaus:
         tag = mv.name.lower()
         wf, tf = f"{tag}_w.mem", f"{tag}_t.mem"
-        U.write_memh(rtl / wf, U.mvau_weight_words(mv.weights, mv.pe, mv.simd, mv.mode, mv.w_bits),
-                     mv.pe * mv.simd * mv.w_bits)
+        words = U.mvau_weight_words(mv.weights, mv.pe, mv.simd, mv.mode, mv.w_bits)
+        width = mv.pe * mv.simd * mv.w_bits
+        bank_d = mv.bank_depth(board.bram_kbit)
+        if bank_d:            # bank b of bl_mvau reads WEIGHT_FILE + "_bbb.mem"
+            wf = f"{tag}_w"
+            for b, part in enumerate(U.bank_words(words, bank_d)):
+                U.write_memh(rtl / f"{wf}_{b:03d}.mem", part, width)
+        else:
+            U.write_memh(rtl / wf, words, width)
         if mv.n_thr:
             U.write_memh(rtl / tf, U.mvau_thresh_words(mv.thresholds, mv.pe, mv.acc_bits),
                          mv.pe * mv.n_thr * mv.acc_bits)
-        mem[mv.name] = (wf, tf)
+        mem[mv.name] = (wf, tf, bank_d)
     for l in graph.layers:
         if isinstance(l, Thresholding):
             tf = f"{l.name.lower()}_t.mem"
