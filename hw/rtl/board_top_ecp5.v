@@ -152,7 +152,7 @@ module board_top_ecp5 #(
         .m_axis_0_tdata(m_tdata), .m_axis_0_tvalid(m_tvalid), .m_axis_0_tready(m_tready));
 
     // ---------------- output beats -> bytes, argmax
-    localparam COLLECT = 3'd0, LOAD = 3'd1, CMP = 3'd2, SENDB = 3'd3, SENDC = 3'd4;
+    localparam COLLECT = 3'd0, LOAD = 3'd1, KEY = 3'd5, CMP = 3'd2, SENDB = 3'd3, SENDC = 3'd4;
     localparam KW = (USE_RANK != 0 ? RANK_BITS : OUT_EB) + 1;
     reg [2:0] state;
     reg [N*OUT_EB-1:0] accbuf;
@@ -161,6 +161,7 @@ module board_top_ecp5 #(
     reg [EBYB-1:0] bytes_left;
     reg [EBY*8-1:0] txsh;
     reg signed [KW-1:0] best;
+    reg signed [KW-1:0] key_r;     // the key registered: the rank ROM's slow output is not compared
     reg signed [KW-1:0] raw_key;
     reg [7:0] best_idx;
     reg [7:0] led_class;
@@ -218,11 +219,15 @@ module board_top_ecp5 #(
                 raw_key <= cur_s;
                 accbuf <= accbuf >> OUT_EB;
                 bytes_left <= EBY_N;
+                state <= KEY;
+            end
+            KEY: begin
+                key_r <= key;
                 state <= CMP;
             end
             CMP: begin
-                if (idx == 0 || key > best) begin
-                    best <= key;
+                if (idx == 0 || key_r > best) begin
+                    best <= key_r;
                     best_idx <= idx;
                 end
                 state <= SENDB;
