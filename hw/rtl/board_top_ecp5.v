@@ -60,11 +60,12 @@ module board_top_ecp5 #(
     reg [3:0] soft = 4'd0;
     reg [IDB-1:0] idle = 0;
     wire por_done = por[4];
-    wire rst_n = por_done && soft == 4'd0;
+    reg rst_n = 1'b0;              // a register: the reset reaches every unit of the accelerator
     wire partial;
     wire rx_valid;
 
     always @(posedge clk) begin
+        rst_n <= por_done && soft == 4'd0;
         lock_sync <= {lock_sync[0], locked};
         if (!lock_sync[1])
             por <= 5'd0;

@@ -118,7 +118,9 @@ module bl_mvau #(
     end
 
     // weight memory (registered read so synthesis maps it to block RAM), then MR registers: wq is
-    // the word read MR + 1 cycles earlier
+    // the word read MR + 1 cycles earlier. The memories are read every cycle, not on issue: a word
+    // is taken the cycle after its address, and a read enable would be one more net from the
+    // issue logic to every block of a memory that placement spreads over the chip.
     wire [WW-1:0] wq;
     generate
         if (WBANKS == 1) begin : g_wmem
@@ -127,7 +129,7 @@ module bl_mvau #(
                 initial $readmemh(WEIGHT_FILE, wmem);
             end
             reg [WW-1:0] w1;
-            always @(posedge ap_clk) if (issue) w1 <= wmem[waddr];
+            always @(posedge ap_clk) w1 <= wmem[waddr];
             if (MR != 0) begin : g_wreg
                 reg [WW-1:0] wr;
                 always @(posedge ap_clk) wr <= w1;
@@ -154,7 +156,7 @@ module bl_mvau #(
                 end
                 reg [WW-1:0] q, r;
                 always @(posedge ap_clk) begin
-                    if (issue) q <= bmem[waddr[BDB-1:0]];
+                    q <= bmem[waddr[BDB-1:0]];
                     r <= q;
                 end
                 assign bq[gb*WW +: WW] = r;
@@ -162,7 +164,7 @@ module bl_mvau #(
             reg [BSB-1:0] bs1, bs2;
             reg [WW-1:0] wm;
             always @(posedge ap_clk) begin
-                if (issue) bs1 <= waddr[WAB-1:BAB];
+                bs1 <= waddr[WAB-1:BAB];
                 bs2 <= bs1;
                 wm <= bq[bs2*WW +: WW];
             end
@@ -180,7 +182,7 @@ module bl_mvau #(
             reg [IW-1:0] brd;
             always @(posedge ap_clk) begin
                 if (issue && first_nf) ibuf[sf] <= s_tdata;
-                if (issue) brd <= ibuf[sf];
+                brd <= ibuf[sf];
             end
             assign xbuf1 = brd;
         end else begin : g_nobuf
@@ -315,9 +317,9 @@ module bl_mvau #(
         owe2 <= owe1;
     end
 
-    // ---------------- stage 3: accumulate; thresholds read a cycle ahead of the final beat and
-    // registered again beside it (the memory's output register), so the comparison starts from a
-    // plain register
+    // ---------------- stage 3: accumulate; thresholds read one stage ahead (every cycle, at the
+    // neuron fold of the beat leaving the tree) and registered again beside the final beat (the
+    // memory's output register), so the comparison starts from a plain register
     reg [PE*ACC_BITS-1:0] acc;
     reg v3;
     reg [TW-1:0] t3;
@@ -338,7 +340,7 @@ module bl_mvau #(
             end
             reg [TW-1:0] tq;
             always @(posedge ap_clk) begin
-                if (vT && lastT) tq <= tmem[nfT];
+                tq <= tmem[nfT];
                 if (v2 && last2) t3 <= tq;
             end
         end else begin : g_notmem

@@ -210,7 +210,7 @@ module bl_swg #(
     reg [W-1:0] rdata;
     reg rv;
     always @(posedge ap_clk) begin
-        if (rd) rdata <= mem[raddr[MAB-1:0]];
+        rdata <= mem[raddr[MAB-1:0]];      // every cycle: the FIFO takes it the cycle after rd
         if (!ap_rst_n) rv <= 1'b0;
         else rv <= rd;
     end
