@@ -19,16 +19,17 @@ class Board:
     bram: int              # blocks of bram_kbit each
     bram_kbit: int
     dsp: int
-    clock_mhz: float       # default target clock
+    clock_mhz: float       # the accelerator's clock (estimates, FPS, the bitstream's target)
     finn_board: str = ""   # FINN's board name (Xilinx only)
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    osc_mhz: float = 0.0   # oscillator a PLL makes clock_mhz from (0: no PLL, the oscillator is the clock)
 
 
 BOARDS = {
     "ulx3s": Board("ulx3s", "lattice", "ecp5", "LFE5U-85F", "CABGA381", lut=83640, ff=83640,
-                   bram=208, bram_kbit=18, dsp=156, clock_mhz=25.0,
-                   notes="Radiona ULX3S, 25 MHz oscillator, FTDI USB serial",
+                   bram=208, bram_kbit=18, dsp=156, clock_mhz=100.0, osc_mhz=25.0,
+                   notes="Radiona ULX3S, 25 MHz oscillator (PLL to 100 MHz), FTDI USB serial",
                    extra={"nextpnr_device": "--85k", "clk_pin": "G2", "uart_tx_pin": "L4",
                           "uart_rx_pin": "M1", "led_pins": ["B2", "C2", "C1", "D2", "D1", "E2", "E1", "H3"]}),
     "icebreaker": Board("icebreaker", "lattice", "ice40", "iCE40UP5K", "SG48", lut=5280, ff=5280,

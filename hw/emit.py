@@ -76,10 +76,10 @@ def _top_verilog(graph: Graph, in_w_pad, out_w_pad, mem, ii=None):
             p = dict(IFM=l.ifm, C=l.c, K=l.k, PE=l.pe, BITS=l.bits)
             cur = inst("bl_pool", p, f"u_{tag}", cur, l.pe * l.bits)
         else:
-            wf, tf = mem[l.name]
+            wf, tf, bank_d = mem[l.name]
             p = dict(MW=l.mw, MH=l.mh, PE=l.pe, SIMD=l.simd, IN_BITS=l.in_bits, IN_SIGNED=int(l.in_signed),
                      MODE=l.mode, W_BITS=l.w_bits, ACC_BITS=l.acc_bits, N_THR=l.n_thr, OUT_BITS=l.out_bits,
-                     WEIGHT_FILE=f'"{wf}"', THRESH_FILE=f'"{tf}"')
+                     WEIGHT_FILE=f'"{wf}"', THRESH_FILE=f'"{tf}"', W_BANK_D=bank_d)
             cur = inst("bl_mvau", p, f"u_{tag}", cur, l.pe * l.out_bits)
         cur_elems, cur_bits = l.out_elems, l.out_bits
     out_w = cur_elems * cur_bits
@@ -105,12 +105,19 @@ def write_rtl(graph: Graph, out_dir, est, board):
     for mv in graph.mvaus:
         tag = mv.name.lower()
         wf, tf = f"{tag}_w.mem", f"{tag}_t.mem"
-        U.write_memh(rtl / wf, U.mvau_weight_words(mv.weights, mv.pe, mv.simd, mv.mode, mv.w_bits),
-                     mv.pe * mv.simd * mv.w_bits)
+        words = U.mvau_weight_words(mv.weights, mv.pe, mv.simd, mv.mode, mv.w_bits)
+        width = mv.pe * mv.simd * mv.w_bits
+        bank_d = mv.bank_depth(board.bram_kbit)
+        if bank_d:            # bank b of bl_mvau reads WEIGHT_FILE + "_bbb.mem"
+            wf = f"{tag}_w"
+            for b, part in enumerate(U.bank_words(words, bank_d)):
+                U.write_memh(rtl / f"{wf}_{b:03d}.mem", part, width)
+        else:
+            U.write_memh(rtl / wf, words, width)
         if mv.n_thr:
             U.write_memh(rtl / tf, U.mvau_thresh_words(mv.thresholds, mv.pe, mv.acc_bits),
                          mv.pe * mv.n_thr * mv.acc_bits)
-        mem[mv.name] = (wf, tf)
+        mem[mv.name] = (wf, tf, bank_d)
     for l in graph.layers:
         if isinstance(l, Thresholding):
             tf = f"{l.name.lower()}_t.mem"

@@ -14,7 +14,8 @@ def estimate(graph: Graph, board):
         r = l.resources(kbit)
         extra = {}
         if isinstance(l, MVAU):
-            extra = {"PE": l.pe, "SIMD": l.simd, "pipeline_cycles": l.latency()}
+            extra = {"PE": l.pe, "SIMD": l.simd, "pipeline_cycles": l.latency(kbit),
+                     "weight_banks": -(-(l.mw // l.simd) * (l.mh // l.pe) // l.bank_depth(kbit)) if l.bank_depth(kbit) else 1}
         elif isinstance(l, Thresholding):
             extra = {"PE": l.pe, "thresholds": l.n_thr}
         elif isinstance(l, SWG) and l.padded:

@@ -165,9 +165,14 @@ class MVAU:
     def cycles(self, pe=None, simd=None):
         return U.mvau_cycles(self.mw, self.mh, pe or self.pe, simd or self.simd, self.pixels)
 
-    def latency(self, simd=None):
+    def bank_depth(self, kbit):
+        """bl_mvau's W_BANK_D for this folding (0: one weight memory)."""
+        return U.bank_depth((self.mw // self.simd) * (self.mh // self.pe), self.pe * self.simd * self.w_bits, kbit)
+
+    def latency(self, kbit, simd=None):
         """bl_mvau's pipeline: cycles from a vector's last input beat to its output beat."""
-        return U.mvau_latency(simd or self.simd, self.mode, self.in_bits, self.acc_bits, self.w_bits)
+        return U.mvau_latency(simd or self.simd, self.mode, self.in_bits, self.acc_bits, self.w_bits,
+                              banked=self.bank_depth(kbit) > 0)
 
     def resources(self, kbit, pe=None, simd=None):
         return U.mvau_resources(self.mw, self.mh, pe or self.pe, simd or self.simd, self.mode, self.in_bits,

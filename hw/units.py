@@ -146,6 +146,7 @@ def mvau_cycles(mw, mh, pe, simd, pixels=1):
 
 
 TREE_PIPE_MVAU = 2     # bl_mvau TREE_PIPE: adder-tree levels between pipeline registers
+MEM_REG_MVAU = 1       # bl_mvau MEM_REG: weight memory output and input vector registered
 
 
 def mvau_tree(simd, mode, in_bits, acc_bits, w_bits=1, tree_pipe=TREE_PIPE_MVAU):
@@ -157,27 +158,53 @@ def mvau_tree(simd, mode, in_bits, acc_bits, w_bits=1, tree_pipe=TREE_PIPE_MVAU)
     return tb, td, ts, levels
 
 
-def mvau_latency(simd, mode, in_bits, acc_bits, w_bits=1, tree_pipe=TREE_PIPE_MVAU):
+def mvau_mem_regs(banked=False, mem_reg=MEM_REG_MVAU):
+    """bl_mvau's MR: registers after the weight memory's read (one more with banks)."""
+    return 2 if banked else (1 if mem_reg else 0)
+
+
+def mvau_latency(simd, mode, in_bits, acc_bits, w_bits=1, tree_pipe=TREE_PIPE_MVAU, mem_reg=MEM_REG_MVAU,
+                 banked=False):
     """Cycles from the issue of a vector's last input beat to its output beat's m_tvalid, with the
-    FIFO empty: stage 1, the tree's registers, partial-sum, accumulator, threshold and FIFO."""
-    return 5 + mvau_tree(simd, mode, in_bits, acc_bits, w_bits, tree_pipe)[2]
+    FIFO empty: stage 1, the memory registers, the tree's registers, partial-sum, accumulator,
+    threshold and FIFO."""
+    return 5 + mvau_mem_regs(banked, mem_reg) + mvau_tree(simd, mode, in_bits, acc_bits, w_bits, tree_pipe)[2]
 
 
-def mvau_out_fifo(simd, mode, in_bits, acc_bits, w_bits=1, tree_pipe=TREE_PIPE_MVAU):
+def mvau_out_fifo(simd, mode, in_bits, acc_bits, w_bits=1, tree_pipe=TREE_PIPE_MVAU, mem_reg=MEM_REG_MVAU,
+                  banked=False):
     """bl_mvau's output FIFO depth: OUT_FIFO, or the credit round trip rounded up to a power of two."""
     ts = mvau_tree(simd, mode, in_bits, acc_bits, w_bits, tree_pipe)[2]
-    return 1 << (max(OUT_FIFO_MVAU, ts + 7) - 1).bit_length()
+    return 1 << (max(OUT_FIFO_MVAU, ts + mvau_mem_regs(banked, mem_reg) + 7) - 1).bit_length()
+
+
+def _bram_shapes(kbit):
+    if kbit >= 16:
+        return [(16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)]
+    return [(2048, 2), (1024, 4), (512, 8), (256, 16)]
 
 
 def bram_blocks(depth, width, kbit=18):
     """Block RAMs for a depth x width memory (simple dual port), best aspect ratio per block."""
     if depth <= 0 or width <= 0:
         return 0
-    if kbit >= 16:
-        shapes = [(16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)]
-    else:
-        shapes = [(2048, 2), (1024, 4), (512, 8), (256, 16)]
-    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in shapes)
+    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in _bram_shapes(kbit))
+
+
+def bank_depth(depth, width, kbit=18):
+    """bl_mvau's W_BANK_D for a weight memory: 0 when it needs no banks (LUT RAM, or one block deep),
+    else the depth of the cheapest block shape (the shallowest of equal cost: each bank is then
+    blocks side by side that synthesis cannot cascade behind a mux)."""
+    if memory_cost(depth, width, kbit)[1] == 0:
+        return 0
+    cost = bram_blocks(depth, width, kbit)
+    d = min(d for d, w in _bram_shapes(kbit) if math.ceil(depth / d) * math.ceil(width / w) == cost)
+    return d if depth > d else 0
+
+
+def bank_words(words, bank_d):
+    """Weight words split into bl_mvau's banks of bank_d words (the last one shorter)."""
+    return [words[i:i + bank_d] for i in range(0, len(words), bank_d)]
 
 
 def memory_cost(depth, width, kbit=18):
@@ -204,14 +231,21 @@ def mvau_resources(mw, mh, pe, simd, mode, in_bits, acc_bits, n_thr, w_bits=1, k
                   if h % TREE_PIPE_MVAU == 0 and h < len(levels))
     comp = n_thr * acc_bits
     wl, wb = memory_cost(sf * nf, pe * simd * w, kbit)
+    bd = bank_depth(sf * nf, pe * simd * w, kbit)
+    banks = math.ceil(sf * nf / bd) if bd else 1
     tl, tb = memory_cost(nf, pe * max(n_thr, 1) * acc_bits, kbit) if n_thr else (0, 0)
     bl, bb = memory_cost(sf, simd * a, kbit) if nf > 1 else (0, 0)
     out_bits = unsigned_bits(n_thr) if n_thr else acc_bits
-    depth = mvau_out_fifo(simd, mode, in_bits, acc_bits, w_bits)
+    depth = mvau_out_fifo(simd, mode, in_bits, acc_bits, w_bits, banked=banks > 1)
     fifo = pe * out_bits * depth // 4
-    lut = 60 + pe * (mult + tree + acc_bits + comp) + wl + tl + bl + fifo
-    ff = 40 + simd * a * 2 + pe * simd * w + pe * (2 * acc_bits + n_thr * acc_bits + tree_ff + out_bits) \
-        + pe * out_bits * depth
+    # banks: their select mux (LUT4 equivalents ~ bits x (banks - 1) / 3) and output registers
+    bank_lut = pe * simd * w * (banks - 1) // 3 if banks > 1 else 0
+    bank_ff = (banks + 1) * pe * simd * w + simd * a if banks > 1 else 0
+    lut = 60 + pe * (mult + tree + acc_bits + comp) + wl + tl + bl + fifo + bank_lut
+    # the memory register holds both input sources (stream and buffer) and the weight word; the
+    # thresholds are registered twice (memory output register, then beside the accumulator)
+    ff = 40 + simd * a * (2 + 2 * MEM_REG_MVAU) + pe * simd * w * (1 + MEM_REG_MVAU) \
+        + pe * (2 * acc_bits + 2 * n_thr * acc_bits + tree_ff + out_bits) + pe * out_bits * depth + bank_ff
     return dict(lut=int(lut), ff=int(ff), bram=int(wb + tb + bb))
 
 
@@ -268,7 +302,7 @@ def swg_resources(ifm, c, k, s, simd, bits, kbit=18, ifm_w=None):
     ab = unsigned_bits(depth)
     rb = unsigned_bits(ifm) + unsigned_bits(s)          # the writer's row and stride-phase counters
     lut = 80 + 6 * ab + 2 * rb + ml + simd * bits * OUT_FIFO_SWG // 4
-    ff = 60 + 8 * ab + rb + simd * bits * (1 + OUT_FIFO_SWG)
+    ff = 60 + 8 * ab + rb + simd * bits * (2 + OUT_FIFO_SWG)     # two read registers
     return dict(lut=int(lut), ff=int(ff), bram=int(mb))
 
 

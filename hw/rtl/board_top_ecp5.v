@@ -12,6 +12,9 @@
 //   with one it is the index of the largest logit acc_c * scale_c + bias_c: RANK_FILE maps
 //   (class, accumulator) to the dense rank of that float logit among all such pairs, so comparing
 //   ranks is exact. Ties go to the first index either way, as numpy.argmax.
+// Clock: clk is the accelerator's clock (on the ULX3S the PLL output, hw/rtl/pll_ecp5.v); the whole
+//   top runs in it, UART included (CLKS_PER_BIT from its frequency), and stays in reset until
+//   `locked` (the PLL's LOCK, asynchronous: synchronised here) has been high for 16 cycles.
 // Resynchronisation: if the line stays idle for IDLE_CLKS while an image is incomplete, wrapper
 //   and accelerator are reset, so a host that died mid-image only costs one timeout.
 // led[3:0] last class index, led[6] image in flight, led[7] sticky error (bad stop bit or a byte
@@ -31,6 +34,7 @@ module board_top_ecp5 #(
     parameter RANK_FILE = "rank.mem"      // word c * 2^OUT_EB + (accumulator bits) = rank
 ) (
     input  wire       clk,
+    input  wire       locked,
     input  wire       uart_rx,
     output wire       uart_tx,
     output wire [7:0] led
@@ -51,17 +55,22 @@ module board_top_ecp5 #(
     localparam [EBYB-1:0] EBY_N = EBY;
     localparam [IDB-1:0] IDLE_N = IDLE_CLKS;
 
-    // ---------------- resets: power-on, then a short pulse whenever the idle timeout fires
+    // ---------------- resets: PLL lock, then a short pulse whenever the idle timeout fires
+    reg [1:0] lock_sync = 2'b00;
     reg [4:0] por = 5'd0;
     reg [3:0] soft = 4'd0;
     reg [IDB-1:0] idle = 0;
     wire por_done = por[4];
-    wire rst_n = por_done && soft == 4'd0;
+    reg rst_n = 1'b0;              // a register: the reset reaches every unit of the accelerator
     wire partial;
     wire rx_valid;
 
     always @(posedge clk) begin
-        if (!por_done)
+        rst_n <= por_done && soft == 4'd0;
+        lock_sync <= {lock_sync[0], locked};
+        if (!lock_sync[1])
+            por <= 5'd0;
+        else if (!por_done)
             por <= por + 1'b1;
         if (!por_done || rx_valid || !partial)
             idle <= 0;
@@ -145,7 +154,7 @@ module board_top_ecp5 #(
         .m_axis_0_tdata(m_tdata), .m_axis_0_tvalid(m_tvalid), .m_axis_0_tready(m_tready));
 
     // ---------------- output beats -> bytes, argmax
-    localparam COLLECT = 3'd0, LOAD = 3'd1, CMP = 3'd2, SENDB = 3'd3, SENDC = 3'd4;
+    localparam COLLECT = 3'd0, LOAD = 3'd1, KEY = 3'd5, CMP = 3'd2, SENDB = 3'd3, SENDC = 3'd4;
     localparam KW = (USE_RANK != 0 ? RANK_BITS : OUT_EB) + 1;
     reg [2:0] state;
     reg [N*OUT_EB-1:0] accbuf;
@@ -154,6 +163,7 @@ module board_top_ecp5 #(
     reg [EBYB-1:0] bytes_left;
     reg [EBY*8-1:0] txsh;
     reg signed [KW-1:0] best;
+    reg signed [KW-1:0] key_r;     // the key registered: the rank ROM's slow output is not compared
     reg signed [KW-1:0] raw_key;
     reg [7:0] best_idx;
     reg [7:0] led_class;
@@ -211,11 +221,15 @@ module board_top_ecp5 #(
                 raw_key <= cur_s;
                 accbuf <= accbuf >> OUT_EB;
                 bytes_left <= EBY_N;
+                state <= KEY;
+            end
+            KEY: begin
+                key_r <= key;
                 state <= CMP;
             end
             CMP: begin
-                if (idx == 0 || key > best) begin
-                    best <= key;
+                if (idx == 0 || key_r > best) begin
+                    best <= key_r;
                     best_idx <= idx;
                 end
                 state <= SENDB;
@@ -251,7 +265,7 @@ module board_top_ecp5 #(
         end
     end
 
-    // LEDs and the error flag survive the soft reset: only power-on clears them.
+    // LEDs and the error flag survive the soft reset: only power-on (PLL lock) clears them.
     always @(posedge clk) begin
         if (!por_done) begin
             led_class <= 8'd0;

@@ -227,19 +227,28 @@ module bl_swg #(
         end
     end
 
-    reg [W-1:0] rdata;
-    reg rv;
+    // the buffer is read every cycle (the word of a read is the one the cycle after rd), then
+    // registered once more: a block RAM's slow output does not travel to the FIFO in the same
+    // cycle. Four credits still cover the round trip (read, two registers, FIFO), one beat a cycle.
+    reg [W-1:0] rdata, rdata2;
+    reg rv, rv2;
     always @(posedge ap_clk) begin
-        if (rd) rdata <= mem[raddr[MAB-1:0]];
-        if (!ap_rst_n) rv <= 1'b0;
-        else rv <= rd;
+        rdata <= mem[raddr[MAB-1:0]];
+        rdata2 <= rdata;
+        if (!ap_rst_n) begin
+            rv <= 1'b0;
+            rv2 <= 1'b0;
+        end else begin
+            rv <= rd;
+            rv2 <= rv;
+        end
     end
 
     // ---------------- output FIFO: the credits above guarantee room, so its s_tready is not needed
     wire fifo_room_unused;
     bl_fifo #(.WIDTH(W), .DEPTH(OUT_FIFO)) out_fifo (
         .ap_clk(ap_clk), .ap_rst_n(ap_rst_n),
-        .s_tdata(rdata), .s_tvalid(rv), .s_tready(fifo_room_unused),
+        .s_tdata(rdata2), .s_tvalid(rv2), .s_tready(fifo_room_unused),
         .m_tdata(m_tdata), .m_tvalid(m_tvalid), .m_tready(m_tready));
 endmodule
 `default_nettype wire

@@ -161,16 +161,22 @@ try:
         from cocotb.triggers import ClockCycles, Timer
         cocotb.start_soon(Clock(dut.clk, CLK_NS, unit="ns").start())
         dut.uart_rx.value = 1
+        dut.locked.value = 0
         got = []
         cocotb.start_soon(_uart_monitor(dut, got, CLKS_PER_BIT * CLK_NS))
         ranked = json.loads(Path(TB_CONFIG).read_text())["ranked"]
-        await ClockCycles(dut.clk, 40)
         # the host's baud is 1.5 % slow, as a real FTDI divider may be
         host_bit = int(CLKS_PER_BIT * CLK_NS * 1.015)
         resp_len = N_CLASSES * 2 + 1
         rng = random.Random(7)
         imgs = [[255] * IMG_BYTES, [0] * IMG_BYTES] + [[rng.randrange(256) for _ in range(IMG_BYTES)]
                                                         for _ in range(3)]
+        # until the PLL locks the top is held in reset: an image sent meanwhile is not answered
+        await _uart_send(dut, imgs[2], host_bit)
+        await ClockCycles(dut.clk, 40 * CLKS_PER_BIT * 10)
+        assert not got, "response while the PLL was unlocked"
+        dut.locked.value = 1
+        await ClockCycles(dut.clk, 40)
 
         async def expect(img):
             t = 0
@@ -211,6 +217,7 @@ try:
         cpb, rlen = cfg["clks_per_bit"], cfg["resp_len"]
         cocotb.start_soon(Clock(dut.clk, CLK_NS, unit="ns").start())
         dut.uart_rx.value = 1
+        dut.locked.value = 1
         got = []
         cocotb.start_soon(_uart_monitor(dut, got, cpb * CLK_NS))
         await ClockCycles(dut.clk, 40)
@@ -309,6 +316,17 @@ def test_uart_wrapper_on_compiled_model():
                simulator="icarus", config=cfg, test_dir=run_dir)
 
 
+def test_pll_dividers():
+    """ecppll's choices for the ULX3S' 25 MHz: VCO within 400..800 MHz, exact outputs, and a clear
+    error for a frequency the PLL cannot make."""
+    from hw.ecp5_pll import PllError, pll_config
+    c = pll_config(25, 100)
+    assert (c.clki_div, c.clkfb_div, c.clkop_div, c.f_out_mhz, c.vco_mhz) == (1, 4, 6, 100.0, 600.0)
+    assert pll_config(25, 110).params() == {"CLKI_DIV": 5, "CLKFB_DIV": 22, "CLKOP_DIV": 5, "CLKOP_CPHASE": 2}
+    with pytest.raises(PllError, match="cannot make 1000 MHz"):
+        pll_config(25, 1000)
+
+
 def test_uart_params_reject_bad_baud():
     from hw.bitstream import FlowError, uart_params
     assert uart_params(25e6, 1_000_000) == 25
@@ -324,18 +342,25 @@ def test_ecp5_bitstream_tiny():
     rtl = write_tiny_rtl(work / "hw")
     for stale in ("bitstream.bit", "resources.json"):
         (work / stale).unlink(missing_ok=True)
-    res = build_lattice(rtl, work, get_board("ulx3s"))
+    # the stand-in's adder chain is no pipelined accelerator: its PLL clock is asked for 50 MHz
+    res = build_lattice(rtl, work, get_board("ulx3s"), freq_mhz=50)
     bit = (work / "bitstream.bit").read_bytes()
     assert len(bit) > 10_000 and bit[:2] == b"\xff\x00"        # ECP5 bitstream preamble
     saved = json.loads((work / "resources.json").read_text())
     assert saved == json.loads(json.dumps(res))
     assert saved["available"]["lut"] == 83640
     assert 100 < saved["used"]["lut"] < 5000 and 100 < saved["used"]["ff"] < 5000
-    assert saved["fmax_mhz"] > 25 and saved["timing_met"]
+    # the board top runs from the PLL (25 -> 50 MHz) and nextpnr times the PLL's output clock
+    assert saved["clock"]["source"] == "PLL (EHXPLLL)" and saved["clock"]["accelerator_mhz"] == 50.0
+    assert saved["target_mhz"] == 50.0 and saved["uart"]["clks_per_bit"] == 50
+    assert saved["fmax_mhz"] >= 50 and saved["timing_met"]
+    assert [c["constraint_mhz"] for c in saved["fmax_by_clock"].values()] == [50.0]
     lpf = (work / "board" / "ulx3s.lpf").read_text()
     assert 'LOCATE COMP "clk" SITE "G2"' in lpf and 'FREQUENCY PORT "clk" 25 MHZ' in lpf
+    top = (work / "board" / "board_top.v").read_text()
+    assert "bl_pll_ecp5" in top and ".CLKFB_DIV(2)" in top and ".CLKOP_DIV(12)" in top
     log = (work / "board" / "nextpnr.log").read_text()
-    assert re.search(r"Max frequency for clock", log)
+    assert re.search(r"Max frequency for clock '[^']*u_pll\.clk_out': [0-9.]+ MHz \(PASS at 50\.00 MHz\)", log)
 
 
 XILINX_TINY = """module bitlens_top (input ap_clk, input ap_rst_n, input [15:0] s_axis_0_tdata,

@@ -177,6 +177,35 @@ def test_mvau_uint8_bipolar_accumulators_verilator():
                 n_thr=0, vectors=6)
 
 
+def test_weight_banks_follow_block_shapes():
+    """Deep weight memories are banked at the cheapest block shape (one block deep, so synthesis has
+    no mux right after a block's output); shallow or LUT-RAM ones are not."""
+    assert U.bank_depth(196, 256) == 0                  # tfc layer 0: 196 x 256, one block deep
+    assert U.bank_depth(576, 256) == 0                  # 1024 x 18 blocks hold it
+    assert U.bank_depth(73728, 8) == 2048               # 36 banks of one 2048 x 9 block
+    assert U.bank_depth(9216, 32) == 512
+    assert U.bank_depth(4096, 1) == 0                   # one 16384 x 1 block
+    assert U.bram_blocks(73728, 8) == 36
+    words = list(range(20))
+    assert [len(b) for b in U.bank_words(words, 8)] == [8, 8, 4]
+    assert U.mvau_latency(8, U.MODE_XNOR, 1, 11, banked=True) == U.mvau_latency(8, U.MODE_XNOR, 1, 11) + 1
+
+
+def test_mvau_banked_weights_verilator():
+    """W_BANK_D: weights in three banks (the last one short), 8-bit inputs and +-1 weights (the
+    owed carries of the negated terms), thresholds: every output equals the twin."""
+    d = WORK / "mvau_banks"
+    params, in_w, out_w, iw, ow = tb_mvau.make_case(mem_dir=d, mw=20, mh=8, pe=2, simd=4, mode=U.MODE_BIPOLAR,
+                                                    in_bits=8, n_thr=2, vectors=6)
+    words = [int(v, 16) for v in (d / "w.mem").read_text().split()]
+    assert len(words) == 20
+    for b, part in enumerate(U.bank_words(words, 8)):
+        U.write_memh(d / f"wb_{b:03d}.mem", part, 8)
+    (d / "w.mem").unlink()                              # the banks alone hold the weights
+    params.update(W_BANK_D=8, WEIGHT_FILE=E.verilog_string((d / "wb").resolve()))
+    A.run_unit_stream("bl_mvau", "bl_mvau", params, iw, ow, "sim.tb_mvau", d, simulator="verilator")
+
+
 def test_swg_verilator():
     tb_swg.run(WORK / "swg", simulator="verilator", ifm=7, c=4, k=3, s=2, simd=2, bits=2, images=3)
 
