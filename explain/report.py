@@ -38,9 +38,16 @@ BASELINES = T.BASELINES
 SANITY_METHODS = T.SANITY_METHODS
 DEFAULT_IMAGES = 500      # class-balanced test images explained per model
 SHARD_IMAGES = 100        # images per task: the unit a mapper schedules
+# NeuroMask's cost per optimisation step hardly grows with the batch: all images of a net are
+# optimised together in one task
+WHOLE_BATCH = ("neuromask",)
 SANITY_IMAGES = 50        # images of the randomisation checks (cascading, EfficientMPRT)
 ROAD_IMAGES = 100         # ROAD's noisy linear imputation solves a sparse system per image and fraction
 CORRELATION_RUNS = 50     # random pixel subsets per image for faithfulness correlation
+# one torch thread: the tasks' tensors are small, and on cores shared with other jobs a second
+# OpenMP thread spins waiting for the first (make bench has the measured difference); more cores
+# are used by running tasks in several processes (a Dask mapper)
+THREADS = 1
 
 
 class ReportError(ValueError):
@@ -91,7 +98,7 @@ def compute(model, sources, n_images=DEFAULT_IMAGES, methods=None, options=None,
 
     every = methods + (["lrp_raw"] if "lrp" in methods else [])
     shards = [(a, min(a + shard, n)) for a in range(0, n, shard)]
-    calls = [(k, nm, s, m, a, b) for k, nm, s in nets for m in every for a, b in shards]
+    calls = [(k, nm, s, m, a, b) for k, nm, s in nets for m in every for a, b in ([(0, n)] if m in WHOLE_BATCH else shards)]
     outs = mapper(T.attribution_task, [(sources, model, k, nm, s, m, n_images, a, b, options) for k, nm, s, m, a, b in calls])
     parts = {}
     for (kind, _, s, m, _, _), out in zip(calls, outs):
@@ -651,6 +658,7 @@ def main(argv=None):
     p.add_argument("--sanity-images", type=int, default=SANITY_IMAGES,
                    help="images of the randomisation checks: the first N of --images")
     p.add_argument("--shard-images", type=int, default=SHARD_IMAGES, help="images per task")
+    p.add_argument("--threads", type=int, default=THREADS, help="torch threads of this process")
     p.add_argument("--hardware-images", type=int, default=None,
                    help="test images occluded on the simulated accelerator (default 10 for MLPs, 2 for CNV)")
     p.add_argument("--root", default=None, help="build folder (default ./build)")
@@ -676,7 +684,7 @@ def main(argv=None):
             raise ReportError(f"--hardware-images must be positive, got {a.hardware_images}")
         steps = a.neuromask_steps or default_options(a.model)["neuromask"]["steps"]
         for what, v in (("--images", a.images), ("--neuromask-steps", steps), ("--sanity-images", a.sanity_images),
-                        ("--shard-images", a.shard_images)):
+                        ("--shard-images", a.shard_images), ("--threads", a.threads)):
             if v < 1:
                 raise ReportError(f"{what} must be positive, got {v}")
         if a.road_images < 1:
@@ -685,6 +693,7 @@ def main(argv=None):
                     quantus=dict(road_images=a.road_images))
         if a.hardware_images:
             opts["hardware_occlusion"] = dict(images=a.hardware_images)
+        torch.set_num_threads(a.threads)
         res = compute(a.model, sources, a.images, methods, opts, sanity_images=a.sanity_images,
                       final_images=a.final_images, twin=a.twin, shard=a.shard_images)
         for b in boards:
