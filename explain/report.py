@@ -42,7 +42,7 @@ SHARD_IMAGES = 100        # images per task: the unit a mapper schedules
 # optimised together in one task
 WHOLE_BATCH = ("neuromask",)
 SANITY_IMAGES = 50        # images of the randomisation checks (cascading, EfficientMPRT)
-ROAD_IMAGES = 100         # ROAD's noisy linear imputation solves a sparse system per image and fraction
+ROAD_IMAGES = 50          # ROAD's noisy linear imputation solves a sparse system per image and fraction
 CORRELATION_RUNS = 50     # random pixel subsets per image for faithfulness correlation
 # one torch thread: the tasks' tensors are small, and on cores shared with other jobs a second
 # OpenMP thread spins waiting for the first (make bench has the measured difference); more cores
@@ -634,6 +634,7 @@ def write_report(res, board, root):
     doc = _jsonable(dict(res, board=board, hardware=dict(hw, hardware_occlusion_equal=hw_equal,
                                                          hardware_occlusion_reason=hw_reason)))
     doc["hardware_occlusion_equal"] = hw_equal
+    doc["images"] = res["n_images"]
     doc["methods"] = res["methods"]
     page = render_html(res, board, hw, hw_equal, hw_reason, figs)
     with publish.staging(out.parent, "report") as stage:   # the page and its JSON replace the old pair together

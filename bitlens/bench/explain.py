@@ -30,7 +30,9 @@ def timed(times, progress=True):
     return mapper
 
 
-def bench(model, images=R.DEFAULT_IMAGES, root=None, dataset="mnist", progress=True):
+def bench(model, images=R.DEFAULT_IMAGES, root=None, dataset="mnist", progress=True, board=None):
+    """Time the analysis of `model`; with a board, publish that report too (not timed: the
+    hardware occlusion it adds is a simulation)."""
     sources = Sources(root, dataset)
     twin = zoo.twin_of(model)
     seeds = {name: sources.seeds(name) for name in (model, twin)}
@@ -39,10 +41,11 @@ def bench(model, images=R.DEFAULT_IMAGES, root=None, dataset="mnist", progress=T
     res = R.compute(model, sources, images, options=R.default_options(model), mapper=timed(times, progress),
                     progress=progress)
     seconds = round(time.time() - t0, 1)
+    report = str(R.write_report(res, board, sources.root) / "report.json") if board else None
     goal = GOALS_S["mlp" if R._is_mlp(model) else "cnv"]
     return dict(model=model, twin=twin, dataset=dataset, images=res["n_images"], seeds=seeds, methods=res["methods"],
                 subsets=res["subsets"], options=res["options"], seconds=seconds, minutes=round(seconds / 60, 1),
-                goal_seconds=goal, goal_met=seconds < goal, tasks=times)
+                goal_seconds=goal, goal_met=seconds < goal, tasks=times, report=report)
 
 
 def main(argv=None):
@@ -50,6 +53,7 @@ def main(argv=None):
     p.add_argument("--models", default="tfc-w1a1,cnv-w1a1", help="comma-separated BNNs of the zoo")
     p.add_argument("--images", type=int, default=R.DEFAULT_IMAGES)
     p.add_argument("--out", default=str(paths.BUILD / "bench" / "explain.json"))
+    p.add_argument("--board", default=None, help="also publish each model's report for this board")
     p.add_argument("--threads", type=int, default=R.THREADS, help="torch threads (the report's default)")
     a = p.parse_args(argv)
     try:
@@ -58,7 +62,7 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
         doc = dict(torch_threads=torch.get_num_threads(), results={})
         for model in [m.strip() for m in a.models.split(",") if m.strip()]:
-            r = doc["results"][model] = bench(model, a.images)
+            r = doc["results"][model] = bench(model, a.images, board=a.board)
             print(f"{model}: {r['images']} images, seeds {r['seeds']}: {r['minutes']} min of analysis "
                   f"(goal {r['goal_seconds'] // 60} min: {'met' if r['goal_met'] else 'not met'})")
             Path(a.out).parent.mkdir(parents=True, exist_ok=True)
