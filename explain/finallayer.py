@@ -9,6 +9,9 @@ decomposed layer logit_k = sum_{j in S_k} W[k, j] a_j + b_k is scored on all ima
 Channels are not aligned across models: compare sizes and concentration, never indices.
 """
 import numpy as np
+import torch
+
+from explain.methods import NotApplicable
 
 
 class FinalLayerError(ValueError):
@@ -58,3 +61,53 @@ def class_subsets(features, weight, bias, labels, share=0.9, rank_scores=None):
                 subsets={int(c): v for c, v in subsets.items()},
                 full_accuracy=float((pred == y).mean()), restricted_accuracy=float((restricted.argmax(1) == y).mean()),
                 mean_pairwise_jaccard=float(np.mean(jac)) if jac else float("nan"))
+
+
+# --- the final layer of a BitLens model ---------------------------------------------------------
+
+def final_layer_data(net, x):
+    """(features, weight, bias, rank scores or None) of a net's final layer on inputs x."""
+    if hasattr(net, "final_layer_inputs"):
+        d = net.final_layer_inputs(x)
+        return d["features"], d["weight"], d["bias"], d.get("rank_scores")
+    if hasattr(net, "plan") and hasattr(net, "stages") and hasattr(net, "out_scale"):
+        return reference_final_layer(net, x)
+    if not all(hasattr(net, k) for k in ("penultimate", "head")):
+        raise NotApplicable("model exposes neither final_layer_inputs() nor penultimate()/head")
+    pre = {}
+    acts = net.activation_modules() if hasattr(net, "activation_modules") else []
+    h = acts[-1].register_forward_hook(lambda m, i, o: pre.__setitem__("x", i[0].detach())) if acts else None
+    with torch.no_grad():
+        feats = net.penultimate(x).detach()
+    if h:
+        h.remove()
+    head = net.head
+    w = head.quant_weight().value if hasattr(head, "quant_weight") else head.weight
+    w = w.detach().double()
+    b = head.bias.detach().double() if getattr(head, "bias", None) is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+    sb = getattr(net, "scale_bias", None)
+    if isinstance(sb, torch.nn.modules.batchnorm._BatchNorm):  # per-class scale/bias: fold it
+        s = (sb.weight / torch.sqrt(sb.running_var + sb.eps)).detach().double()
+        w, b = w * s[:, None], (b - sb.running_mean.double()) * s + sb.bias.detach().double()
+    # binary features tie: rank by the pre-sign value instead (PAPERS.md pitfall)
+    rank = pre.get("x") if feats.unique().numel() <= 3 else None
+    return feats.numpy(), w.numpy(), b.numpy(), None if rank is None else rank.numpy()
+
+
+def reference_final_layer(ref, x):
+    """model.reference.Reference: features = the last activation's output, rank scores = its
+    accumulator input (every channel compares acc >= T), final layer = last linear stage
+    (acc = coef . v + const) followed by the per-class scale and bias."""
+    kinds = [(k, a) for k, a, _ in ref.plan]
+    last_lin = max(a for k, a in kinds if k == "linear")
+    last_act = max(a for k, a in kinds if k == "act")
+    got = {}
+    h = ref.stages[last_act].register_forward_hook(lambda m, i, o: got.update(acc=i[0].detach(), v=o.detach()))
+    with torch.no_grad():
+        ref(x)
+    h.remove()
+    st = ref.stages[last_lin]
+    coef, const = st.coef.double().flatten(1), st.const.double().reshape(-1)
+    s, b = ref.out_scale.double().reshape(-1), ref.out_bias.double().reshape(-1)
+    feats = got["v"].flatten(1).double()
+    return feats.numpy(), (coef * s[:, None]).numpy(), (const * s + b).numpy(), got["acc"].flatten(1).numpy()

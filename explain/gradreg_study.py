@@ -24,6 +24,12 @@ import torch
 from explain import metrics as M
 from explain.gradreg import guided_gradient_loss
 from explain.methods import attribute
+from explain.sources import Sources
+from model import zoo
+from model.export import export_qonnx_file
+from model.reference import Reference
+from model.streamline import streamline
+from model.train import DEFAULTS, train
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build"
@@ -36,8 +42,6 @@ def study_root(root=None):
 
 def schedule(model):
     """(epochs, training images) both variants train for by default; None images: all."""
-    from model import zoo
-    from model.train import DEFAULTS
     kind = zoo.spec(model).kind
     return (DEFAULTS[kind]["epochs"], None) if kind == "mlp" else (1, 10000)
 
@@ -47,13 +51,11 @@ def _guided_loss(net, x, y):
 
 
 def _train_variant(name, lam, out, progress, epochs, limit):
-    from model.train import train
     train(name, gradreg=lam, out=out, quiet=not progress, epochs=epochs, limit=limit, regulariser=_guided_loss)
     return out
 
 
 def _load(name, out):
-    from model import zoo
     ckpt = zoo.load_checkpoint(out / "model.pt", name)
     net = zoo.build(name, ckpt.get("dataset", "mnist"))
     net.load_state_dict(ckpt["state_dict"])
@@ -63,10 +65,6 @@ def _load(name, out):
 def _reference_of(name, out):
     """Bit-exact reference of a BNN trained into `out` (its streamlined graph, made there first
     and again whenever the model was retrained)."""
-    from model import zoo
-    from model.export import export_qonnx_file
-    from model.reference import Reference
-    from model.streamline import streamline
     graph = out / "streamlined.onnx"
     if not graph.is_file() or graph.stat().st_mtime < (out / "model.pt").stat().st_mtime:   # retrained since
         export_qonnx_file(_load(name, out), out / "model.qonnx.onnx")
@@ -98,8 +96,6 @@ def run(model, lam=LAMBDA, n_images=100, root=None, steps=28, progress=True, epo
     """epochs/limit: the training schedule of both variants (each None: from schedule(model))."""
     default_epochs, default_limit = schedule(model)
     epochs, limit = epochs or default_epochs, limit or default_limit
-    from explain.report import Sources
-    from model import zoo
     twin = zoo.twin_of(model)
     base_root, reg_root = Path(root or BUILD), study_root(root)
     t0 = time.time()
@@ -144,7 +140,6 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, help="training images of both variants (default: see above)")
     a = ap.parse_args(argv)
     try:
-        from model import zoo
         if zoo.parse_name(a.model)[3] is None:
             raise ValueError(f"--model takes the BNN ({zoo.twin_of(a.model)}); its twin is studied alongside")
         if a.lam <= 0 or a.images < 1 or any(v is not None and v < 1 for v in (a.epochs, a.limit)):

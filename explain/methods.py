@@ -19,6 +19,8 @@ from captum.attr import (LRP, GuidedBackprop, IntegratedGradients, LayerAttribut
                          NoiseTunnel, Occlusion, Saliency)
 from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule, EpsilonRule, GammaRule, IdentityRule
 
+from explain.neuromask import neuromask
+
 
 class ExplainError(ValueError):
     pass
@@ -332,14 +334,9 @@ def _lrp(model, x, t, canonized=True, rule="alpha1beta0", epsilon=1e-6, info=Non
 
 # --- dispatch ----------------------------------------------------------------------------------
 
-def _neuromask(model, x, t, **kw):
-    from explain.neuromask import neuromask
-    return neuromask(model, x, t, **kw)
-
-
 _IMPL = {"gradient": _gradient, "smoothgrad": _smoothgrad, "gradcam": _gradcam,
          "integrated_gradients": _integrated_gradients, "guided_backprop": _guided_backprop,
-         "occlusion": _occlusion, "lrp": _lrp, "neuromask": _neuromask}
+         "occlusion": _occlusion, "lrp": _lrp, "neuromask": neuromask}
 
 
 def attribute(method, model, x, target, return_info=False, **kw):

@@ -4,13 +4,14 @@ Explains the BNN (the bit-exact reference built from build/<M>/streamlined.onnx,
 present) and its full-precision twin on a fixed class-balanced test subset with every method,
 scores the maps, restates the three BNN-saliency findings as numbers with a verdict, and writes
 build/<M>/<B>/report/index.html (one self-contained page, rendered from templates/report.html)
-and report.json.
+and report.json. The expensive work runs as explain.tasks calls through a mapper (serial here,
+Dask in a study); this module only lists the calls and assembles their results.
 """
 import argparse
 import base64
+import functools
 import io
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -19,292 +20,155 @@ from pathlib import Path
 import jinja2
 import numpy as np
 import torch
-from tqdm import tqdm
+from matplotlib.figure import Figure
+from scipy.ndimage import binary_dilation
 
 from explain import metrics as X
 from explain import qmetrics as Q
-from explain.finallayer import class_subsets
-from explain.methods import METHODS, SIGN, ExplainError, NotApplicable, attribute, occlusion_inputs, occlusion_map
-from model import paths
+from explain import tasks as T
+from explain.methods import METHODS, SIGN, attribute, occlusion_inputs, occlusion_map
+from explain.sources import Sources
+from hw.boards import BOARDS
+from model import paths, publish, zoo
+from model.data import DATASETS
+from sim.occlusion import run as run_occlusion
 
-ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("bnn", "fp")
+BASELINES = T.BASELINES
+SANITY_METHODS = T.SANITY_METHODS
+DEFAULT_IMAGES = 500      # class-balanced test images explained per model
+SHARD_IMAGES = 100        # images per task: the unit a mapper schedules
+# NeuroMask's cost per optimisation step hardly grows with the batch: all images of a net are
+# optimised together in one task
+WHOLE_BATCH = ("neuromask",)
+SANITY_IMAGES = 50        # images of the randomisation checks (cascading, EfficientMPRT)
+ROAD_IMAGES = 50          # ROAD's noisy linear imputation solves a sparse system per image and fraction
+CORRELATION_RUNS = 50     # random pixel subsets per image for faithfulness correlation
+# one torch thread: the tasks' tensors are small, and on cores shared with other jobs a second
+# OpenMP thread spins waiting for the first (make bench has the measured difference); more cores
+# are used by running tasks in several processes (a Dask mapper)
+THREADS = 1
 
 
 class ReportError(ValueError):
     pass
 
 
-# --- where models and data come from (tests substitute stand-ins) -------------------------------
-
-class Sources:
-    def __init__(self, root=None, dataset="mnist"):
-        self.root = Path(root) if root else ROOT / "build"
-        self.dataset = dataset
-
-    def trained_dataset(self, name, seed):
-        """The dataset a seed was trained on (its train.json), None when unknown."""
-        from model import zoo
-        try:
-            return json.loads((zoo.model_dir(name, seed, self.root) / "train.json").read_text()).get("dataset", "mnist")
-        except (OSError, ValueError):
-            return None
-
-    def seeds(self, name):
-        from model import zoo
-        return zoo.seeds(name, self.root)
-
-    def load_trained(self, name, seed):
-        from model import zoo
-        return zoo.load_trained(name, seed, self.root)
-
-    def load_reference(self, name, seed):
-        """(module, how) or (None, reason)."""
-        from model import zoo
-        path = zoo.model_dir(name, seed, self.root) / "streamlined.onnx"
-        if not path.is_file():
-            return None, f"{path.relative_to(self.root.parent) if path.is_relative_to(self.root.parent) else path} missing (run `make export MODEL={name}`)"
-        try:
-            import model.reference as R
-        except ImportError as e:
-            return None, f"model.reference not importable ({e})"
-        for how in ("load", "from_onnx"):
-            fn = getattr(R, how, None) or getattr(getattr(R, "Reference", None), how, None)
-            if fn is not None:
-                return fn(path).eval(), f"reference ({how})"
-        return R.Reference(path).eval(), "reference"
-
-    def eval_data(self, name, n, seed=0):
-        """A fixed class-balanced subset of the test split: (x float NCHW, labels, uint8 NHWC)."""
-        from model import data as D
-        from model.train import model_inputs
-        images, labels = D.load_split(self.dataset, "test")
-        idx = balanced_indices(labels, n, seed)
-        imgs = images[idx]
-        x = model_inputs(name, imgs, self.dataset)
-        size = x.shape[-1]
-        if imgs.shape[1] != size:
-            imgs = D.pad_images(imgs, size)
-        return x, torch.as_tensor(labels[idx]), imgs
-
-    def train_accuracy(self, name, seed):
-        from model import zoo
-        p = zoo.model_dir(name, seed, self.root) / "train.json"
-        try:
-            return json.loads(p.read_text()).get("test_accuracy")
-        except (OSError, ValueError):
-            return None
-
-
-def balanced_indices(labels, n, seed=0):
-    labels = np.asarray(labels)
-    classes = np.unique(labels)
-    per = max(1, n // len(classes))
-    rng = np.random.default_rng(seed)
-    idx = [np.sort(rng.permutation(np.where(labels == c)[0])[:per]) for c in classes]
-    return np.stack(idx, 1).ravel() if len({len(i) for i in idx}) == 1 else np.concatenate(idx)
-
-
 # --- computation (board independent) --------------------------------------------------------
 
-@torch.no_grad()
-def _accuracy(net, x, y):
-    return float((net(x).argmax(1) == y).float().mean())
-
-
-def _final_layer_data(net, x):
-    if hasattr(net, "final_layer_inputs"):
-        d = net.final_layer_inputs(x)
-        return d["features"], d["weight"], d["bias"], d.get("rank_scores")
-    if hasattr(net, "plan") and hasattr(net, "stages") and hasattr(net, "out_scale"):
-        return _reference_final_layer(net, x)
-    if not all(hasattr(net, k) for k in ("penultimate", "head")):
-        raise NotApplicable("model exposes neither final_layer_inputs() nor penultimate()/head")
-    pre = {}
-    acts = net.activation_modules() if hasattr(net, "activation_modules") else []
-    h = acts[-1].register_forward_hook(lambda m, i, o: pre.__setitem__("x", i[0].detach())) if acts else None
-    with torch.no_grad():
-        feats = net.penultimate(x).detach()
-    if h:
-        h.remove()
-    head = net.head
-    w = head.quant_weight().value if hasattr(head, "quant_weight") else head.weight
-    w = w.detach().double()
-    b = head.bias.detach().double() if getattr(head, "bias", None) is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-    sb = getattr(net, "scale_bias", None)
-    if isinstance(sb, torch.nn.modules.batchnorm._BatchNorm):  # per-class scale/bias: fold it
-        s = (sb.weight / torch.sqrt(sb.running_var + sb.eps)).detach().double()
-        w, b = w * s[:, None], (b - sb.running_mean.double()) * s + sb.bias.detach().double()
-    # binary features tie: rank by the pre-sign value instead (PAPERS.md pitfall)
-    rank = pre.get("x") if feats.unique().numel() <= 3 else None
-    return feats.numpy(), w.numpy(), b.numpy(), None if rank is None else rank.numpy()
-
-
-def _reference_final_layer(ref, x):
-    """model.reference.Reference: features = the last activation's output, rank scores = its
-    accumulator input (every channel compares acc >= T), final layer = last linear stage
-    (acc = coef . v + const) followed by the per-class scale and bias."""
-    kinds = [(k, a) for k, a, _ in ref.plan]
-    last_lin = max(a for k, a in kinds if k == "linear")
-    last_act = max(a for k, a in kinds if k == "act")
-    got = {}
-    h = ref.stages[last_act].register_forward_hook(lambda m, i, o: got.update(acc=i[0].detach(), v=o.detach()))
-    with torch.no_grad():
-        ref(x)
-    h.remove()
-    st = ref.stages[last_lin]
-    coef, const = st.coef.double().flatten(1), st.const.double().reshape(-1)
-    s, b = ref.out_scale.double().reshape(-1), ref.out_bias.double().reshape(-1)
-    feats = got["v"].flatten(1).double()
-    return feats.numpy(), (coef * s[:, None]).numpy(), (const * s + b).numpy(), got["acc"].flatten(1).numpy()
-
-
-def compute(model, sources, n_images=100, methods=None, options=None, sanity_images=20,
-            final_images=None, progress=True, faithfulness_steps=28, twin=None):
-    """Everything the page shows, for model M (a BNN) and its twin (default: the zoo's)."""
-    from model import zoo
+def compute(model, sources, n_images=DEFAULT_IMAGES, methods=None, options=None, sanity_images=SANITY_IMAGES,
+            final_images=None, progress=True, faithfulness_steps=28, twin=None, mapper=None, shard=SHARD_IMAGES):
+    """Everything the page shows, for model M (a BNN) and its twin (default: the zoo's).
+    mapper(fn, [args, ...]) -> [fn(*args), ...] runs the tasks (default: in order, here)."""
     methods = list(methods or METHODS)
     options = options or {}
+    mapper = mapper or functools.partial(T.serial_map, progress=progress)
     twin = twin or zoo.twin_of(model)
     if twin is None:
         raise ReportError(f"{model} has no full-precision twin to compare with: name one with TWIN=path/file.py:function")
     t0 = time.time()
     dataset = getattr(sources, "dataset", "mnist")
-    res = dict(model=model, twin=twin, dataset=dataset, n_images=n_images, methods=methods, sign=SIGN, options=options,
-               skipped={}, models={}, accuracy={}, ig_delta={}, lrp_delta={})
-    x, y, imgs = sources.eval_data(model, n_images)
-    res["labels"] = y.tolist()
-    nets = {}
-    for kind, name in (("bnn", model), ("fp", twin)):
-        seeds = sources.seeds(name)
+    names = {"bnn": model, "fp": twin}
+    nets = []                                         # (kind, name, seed) of every explained net
+    for kind in KINDS:
+        seeds = sources.seeds(names[kind])
         if not seeds:
-            raise ReportError(f"no trained seeds of {name} (run `make train MODEL={name}`)")
-        nets[kind] = {}
+            raise ReportError(f"no trained seeds of {names[kind]} (run `make train MODEL={names[kind]}`)")
         for s in seeds:
-            trained_on = getattr(sources, "trained_dataset", lambda n, s: None)(name, s)
+            trained_on = sources.trained_dataset(names[kind], s)
             if trained_on not in (None, dataset):
-                raise ReportError(f"{name} seed {s} was trained on {trained_on}, not {dataset} (DATASET={trained_on})")
-            net, how = (None, None)
-            if kind == "bnn":
-                net, how = sources.load_reference(name, s)
-                if net is None:
-                    res.setdefault("notes", []).append(f"{name} seed {s}: bit-exact reference unavailable ({how}); explained the Brevitas model")
-                    how = "brevitas"
-            if net is None:
-                net = sources.load_trained(name, s).eval()
-                how = how or "torch"
-            nets[kind][s] = net
-            res["models"].setdefault(kind, {})[str(s)] = how
-            res["accuracy"].setdefault(kind, {})[str(s)] = dict(eval_subset=_accuracy(net, x, y),
-                                                               test=sources.train_accuracy(name, s))
+                raise ReportError(f"{names[kind]} seed {s} was trained on {trained_on}, not {dataset} (DATASET={trained_on})")
+            nets.append((kind, names[kind], s))
+    x, y, imgs = T.eval_data(sources, model, n_images)
+    n = len(x)
+    sanity_images = min(sanity_images, n)
+    q = options.get("quantus", {})
+    road_images = min(n, q.get("road_images", ROAD_IMAGES))
+    runs = q.get("correlation_runs", CORRELATION_RUNS)
+    res = dict(model=model, twin=twin, dataset=dataset, n_images=n, methods=methods, sign=SIGN, options=options,
+               skipped={}, models={}, accuracy={}, ig_delta={}, lrp_delta={}, labels=y.tolist(),
+               subsets=dict(images=n, shard_images=shard, road_images=road_images, correlation_runs=runs,
+                            sanity_images=sanity_images, sanity_seed="first seed of each kind",
+                            final_layer_images=final_images or n))
+    for (kind, name, s), info in zip(nets, mapper(T.info_task, [(sources, model, k, nm, s, n_images) for k, nm, s in nets])):
+        res["models"].setdefault(kind, {})[str(s)] = info["how"]
+        res["accuracy"].setdefault(kind, {})[str(s)] = dict(eval_subset=info["eval_subset"], test=info["test"])
+        if info["note"]:
+            res.setdefault("notes", []).append(info["note"])
+
+    every = methods + (["lrp_raw"] if "lrp" in methods else [])
+    shards = [(a, min(a + shard, n)) for a in range(0, n, shard)]
+    calls = [(k, nm, s, m, a, b) for k, nm, s in nets for m in every for a, b in ([(0, n)] if m in WHOLE_BATCH else shards)]
+    outs = mapper(T.attribution_task, [(sources, model, k, nm, s, m, n_images, a, b, options) for k, nm, s, m, a, b in calls])
+    parts = {}
+    for (kind, _, s, m, _, _), out in zip(calls, outs):
+        parts.setdefault((kind, s, m), []).append(out)
     maps = {k: {} for k in KINDS}
-    jobs = [(k, s, m) for k in KINDS for s in nets[k] for m in methods + (["lrp_raw"] if "lrp" in methods else [])]
-    for kind, s, m in tqdm(jobs, desc="attributions", disable=not progress, file=sys.stderr):
-        meth, kw = (m, dict(options.get(m, {})))
-        if m == "lrp_raw":
-            meth, kw = "lrp", dict(options.get("lrp", {}), canonized=False)
-        if res["skipped"].get(kind, {}).get(meth):
+    for (kind, s, m), outs_ in parts.items():
+        skipped = next((o["skipped"] for o in outs_ if "skipped" in o), None)
+        if skipped:
+            res["skipped"].setdefault(kind, {})[m] = skipped
             continue
-        try:
-            out, info = attribute(meth, nets[kind][s], x, y, return_info=True, **kw)
-        except NotApplicable as e:
-            res["skipped"].setdefault(kind, {})[meth] = str(e)
-            continue
-        maps[kind].setdefault(s, {})[m] = out.numpy()
-        if "delta" in info:
-            key = "ig_delta" if meth == "integrated_gradients" else "lrp_delta"
-            res[key].setdefault(kind, {}).setdefault(m, {})[str(s)] = float(info["delta"].abs().mean())
+        maps[kind].setdefault(s, {})[m] = np.concatenate([o["map"] for o in outs_])
+        if outs_[0]["delta"] is not None:
+            key = "ig_delta" if m == "integrated_gradients" else "lrp_delta"
+            res[key].setdefault(kind, {}).setdefault(m, {})[str(s)] = float(np.concatenate([o["delta"] for o in outs_]).mean())
     res["maps"] = maps
-    done = [m for m in methods + ["lrp_raw"] if all(m in maps[k].get(s, {}) for k in KINDS for s in nets[k])]
+    seeds = {kind: sorted({s for k, _, s in nets if k == kind}) for kind in KINDS}
+    done = [m for m in every if all(m in maps[k].get(s, {}) for k in KINDS for s in seeds[k])]
     res["compared"] = done
     res["quantus_version"] = Q.version()
-    q = options.get("quantus", {})
-    res["metrics"] = _metrics(res, nets, maps, done, x, y, progress, faithfulness_steps,
-                              q.get("road_images", ROAD_IMAGES), q.get("correlation_runs", CORRELATION_RUNS))
-    res["sanity"] = _sanity(nets, x[:sanity_images], y[:sanity_images], options, progress)
-    res["metrics"]["efficient_mprt"] = res["sanity"].pop("efficient_mprt")
-    res["metrics"]["efficient_mprt_images"] = len(x[:sanity_images])
-    res["final_layer"] = _final_layer(nets, sources, model, final_images or n_images, x, y)
-    res["_x"], res["_x_np"], res["_imgs"], res["_nets"] = x, x.numpy(), imgs, nets
+    base = T.baseline_maps(x)
+    res["metrics"] = _metrics(sources, model, n_images, nets, seeds, maps, done, base, shards, mapper,
+                              faithfulness_steps, road_images, runs)
+    res["sanity"], res["metrics"]["efficient_mprt"] = _sanity(sources, model, n_images, nets, sanity_images, options, mapper)
+    res["metrics"]["efficient_mprt_images"] = sanity_images
+    res["final_layer"] = _final_layer(sources, model, nets, final_images or n, n, mapper)
+    res["_x"], res["_x_np"], res["_imgs"], res["_sources"] = x, x.numpy(), imgs, sources
     res["findings"] = _findings(res)
     res["seconds"] = round(time.time() - t0, 1)
     return res
-
-
-def _ci_dict(per_seed, per_image):
-    m, lo, hi = X.mean_ci(per_seed)
-    _, blo, bhi = X.bootstrap_ci(per_image)
-    return dict(mean=m, ci_seeds=[lo, hi], ci_bootstrap=[blo, bhi], per_seed=[float(v) for v in per_seed])
-
-
-BASELINES = ("random", "sobel")
-
-
-def baseline_maps(x, seed=0):
-    """Reference levels scored like a method: i.i.d. uniform random maps and the Sobel edge
-    magnitude of the input image (what the model sees, no model involved)."""
-    n, _, h, w = x.shape
-    return {"random": Q.random_maps(n, h, w, seed), "sobel": X.sobel_maps(x)}
-
-
-def _score(net, x, y, mp, steps, road_images, runs):
-    """Per-image scores of one set of maps for one model: {metric: (N,)}; ROAD on the first
-    road_images images only (noisy linear imputation is the costly part)."""
-    r = Q.road(net, x[:road_images], y[:road_images], mp[:road_images])
-    return dict(total_variation=X.total_variation(mp), high_frequency_energy=X.high_frequency_energy(mp),
-                deletion_auc=X.deletion_auc(net, x, mp, y, steps=steps), insertion_auc=X.insertion_auc(net, x, mp, y, steps=steps),
-                road=np.concatenate([r, np.full(len(x) - len(r), np.nan)]),
-                faithfulness_correlation=Q.faithfulness_correlation(net, x, y, mp, runs=runs),
-                sparseness=Q.sparseness(x, mp), complexity=Q.complexity(x, mp))
 
 
 GROUPS = dict(noise=("total_variation", "high_frequency_energy"), faithfulness=("deletion_auc", "insertion_auc"),
               quantus=Q.PER_MAP)
 
 
-def _metrics(res, nets, maps, methods, x, y, progress, steps=28, road_images=None, runs=50):
+def _metrics(sources, model, n_images, nets, seeds, maps, methods, base, shards, mapper, steps, road_images, runs):
     out = dict(noise={}, faithfulness={}, quantus={}, similarity={}, tests={}, baselines={b: {} for b in BASELINES})
-    road_images = min(len(x), road_images or len(x))
     out["road_images"], out["correlation_runs"] = road_images, runs
-    first = {k: min(nets[k]) for k in KINDS}
-    sobel = X.sobel_maps(x)
-    base = baseline_maps(x)
+    scored = list(methods) + list(BASELINES)
+    calls = [(k, nm, s, m, a, b) for m in scored for k, nm, s in nets for a, b in shards]
+
+    def maps_of(kind, s, m):
+        return base[m] if m in BASELINES else maps[kind][s][m]
+
+    outs = mapper(T.score_task, [(sources, model, k, nm, s, n_images, a, b, maps_of(k, s, m)[a:b], steps, road_images, runs)
+                                 for k, nm, s, m, a, b in calls])
+    parts = {}
+    for (kind, _, s, m, _, _), o in zip(calls, outs):
+        parts.setdefault((m, kind, s), []).append(o)
     per_image_store = {}
-    for m in tqdm(list(methods) + list(BASELINES), desc="metrics", disable=not progress, file=sys.stderr):
+    for m in scored:
         for kind in KINDS:
-            seeds = sorted(nets[kind])
-            sc = [_score(nets[kind][s], x, y, base[m] if m in BASELINES else maps[kind][s][m], steps, road_images, runs) for s in seeds]
+            sc = [{k: np.concatenate([o[k] for o in parts[(m, kind, s)]]) for k in parts[(m, kind, s)][0]} for s in seeds[kind]]
             vals = {k: np.stack([d[k] for d in sc]) for k in sc[0]}
             for group, names in GROUPS.items():
                 for name in names:
                     v = vals[name]
                     ok = np.isfinite(v).all(0)  # ROAD beyond road_images, quantus on an all-zero map: nan
-                    d = _ci_dict([r[np.isfinite(r)].mean() if np.isfinite(r).any() else np.nan for r in v], v[:, ok].mean(0))
+                    d = T.ci_dict([r[np.isfinite(r)].mean() if np.isfinite(r).any() else np.nan for r in v], v[:, ok].mean(0))
                     if m in BASELINES:
                         out["baselines"][m].setdefault(group, {}).setdefault(kind, {})[name] = d
                     else:
                         out[group].setdefault(m, {}).setdefault(kind, {})[name] = d
             per_image_store[(m, kind)] = {k: v.mean(0) for k, v in vals.items()}
-        if m in BASELINES:
-            continue
-        sims = {}
-        for sname, fn in X.SIMILARITIES.items():
-            pairs = [(s, s) for s in sorted(nets["bnn"]) if s in nets["fp"]] or [(first["bnn"], first["fp"])]
-            cross = np.stack([fn(maps["bnn"][a][m], maps["fp"][b][m]) for a, b in pairs])
-            entry = dict(bnn_vs_fp=_ci_dict(cross.mean(1), cross.mean(0)))
-            for kind in KINDS:
-                ss = sorted(nets[kind])
-                within = [fn(maps[kind][a][m], maps[kind][b][m]) for i, a in enumerate(ss) for b in ss[i + 1:]]
-                entry[f"{kind}_seed_to_seed"] = _ci_dict([w.mean() for w in within], np.mean(within, 0)) if within else None
-                sob = np.stack([fn(maps[kind][s][m], sobel) for s in ss])
-                entry[f"{kind}_vs_sobel"] = _ci_dict(sob.mean(1), sob.mean(0))
-            floor = np.stack([fn(maps["bnn"][a][m], X.permuted_maps(maps["fp"][b][m], seed=a)) for a, b in pairs])
-            entry["floor_permuted"] = _ci_dict(floor.mean(1), floor.mean(0))
-            sims[sname] = entry
-        out["similarity"][m] = sims
+    sims = mapper(T.similarity_task, [(m, {s: maps["bnn"][s][m] for s in seeds["bnn"]}, {s: maps["fp"][s][m] for s in seeds["fp"]},
+                                       base["sobel"], base["random"]) for m in methods])
+    out["similarity"] = dict(zip(methods, sims))
     if "lrp" in methods and "lrp_raw" in methods:
         out["lrp_canonization"] = {kind: dict(
-            spearman_before_vs_after=float(np.mean([X.spearman(maps[kind][s]["lrp_raw"], maps[kind][s]["lrp"]).mean() for s in nets[kind]])),
+            spearman_before_vs_after=float(np.mean([X.spearman(maps[kind][s]["lrp_raw"], maps[kind][s]["lrp"]).mean() for s in seeds[kind]])),
             deletion_auc_before=out["faithfulness"]["lrp_raw"][kind]["deletion_auc"]["mean"],
             deletion_auc_after=out["faithfulness"]["lrp"][kind]["deletion_auc"]["mean"],
             insertion_auc_before=out["faithfulness"]["lrp_raw"][kind]["insertion_auc"]["mean"],
@@ -321,57 +185,30 @@ def _metrics(res, nets, maps, methods, x, y, progress, steps=28, road_images=Non
     return out
 
 
-SANITY_METHODS = ("gradient", "integrated_gradients")
-ROAD_IMAGES = 30  # ROAD's noisy linear imputation: ~0.1 s per image and map set on 2 cores
-CORRELATION_RUNS = 50  # random pixel subsets per image for faithfulness correlation
-
-
-def _sanity(nets, x, y, options, progress):
+def _sanity(sources, model, n_images, nets, n_sanity, options, mapper):
     """Cascading randomisation (hand-written) and quantus' EfficientMPRT, on the first seed of
-    each kind and the sanity subset; eMPRT also scores the random and Sobel baselines, which do
-    not depend on the model (their level is 'no sensitivity')."""
-    out = {}
-    mprt = {}
-    for kind in KINDS:
-        net = nets[kind][min(nets[kind])]
-        out[kind] = {}
-        mprt[kind] = {}
-        for m in SANITY_METHODS:
-            fn = lambda mdl, xx, tt, m=m: attribute(m, mdl, xx, tt, **options.get(m, {}))
-            try:
-                out[kind][m] = X.cascading_randomisation(net, x, y, fn, progress=False)
-            except (NotApplicable, ExplainError, X.MetricError) as e:
-                out[kind][m] = str(e)
-            for row in out[kind][m] if isinstance(out[kind][m], list) else []:
-                row.pop("per_image", None)
-            try:
-                v = Q.efficient_mprt(net, x, y, fn)
-                mprt[kind][m] = dict(zip(("mean", "lo", "hi"), X.bootstrap_ci(v)), images=len(v))
-            except (NotApplicable, ExplainError, X.MetricError) as e:
-                mprt[kind][m] = str(e)
-        for b in BASELINES:
-            fn = lambda mdl, xx, tt, b=b: baseline_maps(xx, seed=int(torch.randint(0, 2 ** 31, (1,))))[b]
-            v = Q.efficient_mprt(net, x, y, fn)
-            mprt[kind][f"baseline:{b}"] = dict(zip(("mean", "lo", "hi"), X.bootstrap_ci(v)), images=len(v))
-    out["efficient_mprt"] = mprt
-    return out
+    each kind and the first n_sanity images; eMPRT also scores the random and Sobel baselines,
+    which do not depend on the model (their level is 'no sensitivity')."""
+    first = [(k, nm, s) for k, nm, s in nets if s == min(s2 for k2, _, s2 in nets if k2 == k)]
+    what = list(SANITY_METHODS) + [f"baseline:{b}" for b in BASELINES]
+    calls = [(k, nm, s, m) for k, nm, s in first for m in what]
+    outs = mapper(T.sanity_task, [(sources, model, k, nm, s, n_sanity, m, n_images, options) for k, nm, s, m in calls])
+    san, mprt = {k: {} for k in KINDS}, {k: {} for k in KINDS}
+    for (kind, _, _, m), o in zip(calls, outs):
+        if "cascading" in o:
+            san[kind][m] = o["cascading"]
+        v = o["efficient_mprt"]
+        mprt[kind][m] = v if isinstance(v, str) else dict(zip(("mean", "lo", "hi"), X.bootstrap_ci(v)), images=len(v))
+    return san, mprt
 
 
-def _final_layer(nets, sources, model, n, x, y):
+def _final_layer(sources, model, nets, n, n_images, mapper):
+    # the explained subset when it is the size asked for, else another class-balanced draw
+    subset_seed = 0 if n == n_images else 1
+    rows_all = mapper(T.final_layer_task, [(sources, model, k, nm, s, n, subset_seed) for k, nm, s in nets])
     out = {}
-    if n != len(x):
-        x, y, _ = sources.eval_data(model, n, seed=1)
     for kind in KINDS:
-        rows = []
-        for s in sorted(nets[kind]):
-            try:
-                feats, w, b, rank = _final_layer_data(nets[kind][s], x)
-            except NotApplicable as e:
-                rows.append(dict(seed=s, skipped=str(e)))
-                continue
-            r = class_subsets(feats, w, b, y.numpy(), rank_scores=rank)
-            r.pop("subsets")
-            rows.append(dict(r, seed=s, ranked_by="pre-sign value" if rank is not None else "weight x activation"))
+        rows = [r for (k, _, _), r in zip(nets, rows_all) if k == kind]
         ok = [r for r in rows if "skipped" not in r]
         out[kind] = dict(per_seed=rows, mean_subset_fraction=X.mean_ci([r["mean_subset_fraction"] for r in ok]) if ok else None,
                          restricted_accuracy=X.mean_ci([r["restricted_accuracy"] for r in ok]) if ok else None)
@@ -433,7 +270,6 @@ def _findings(res):
 def _nonsensical(maps, x=None):
     """Share of maps that are empty or mostly off the object (object = non-zero input pixels,
     dilated by 2 px; without inputs only empty maps count)."""
-    from scipy.ndimage import binary_dilation
     maps = np.asarray(maps)
     bad = []
     for i, mp in enumerate(maps):
@@ -471,11 +307,18 @@ def hardware_facts(model, board, root):
     return out
 
 
-CNV_DEFAULTS = dict(images=20, neuromask_steps=300)
+CNV_DEFAULTS = dict(neuromask_steps=300)
+
+
+def default_options(model):
+    """The options `make report` explains `model` with (the CLI's defaults)."""
+    # a CNV image costs ~100x an MLP image on the straight-through path: fewer mask steps
+    steps = METHODS["neuromask"]["steps"] if _is_mlp(model) else CNV_DEFAULTS["neuromask_steps"]
+    return {"neuromask": dict(steps=steps), "smoothgrad": dict(samples=METHODS["smoothgrad"]["samples"]),
+            "quantus": dict(road_images=ROAD_IMAGES, correlation_runs=CORRELATION_RUNS)}
 
 
 def _is_mlp(model):
-    from model import zoo
     try:
         sp = zoo.spec(model)
         return (sp.kind or zoo.kind_of(zoo.build(model))) == "mlp"
@@ -485,12 +328,11 @@ def _is_mlp(model):
 
 def hardware_occlusion(res, model, board, patch, stride, root, n_images=10):
     """Occlusion map rebuilt from the simulated accelerator's outputs vs the reference's map."""
-    from sim.occlusion import run
-    net = res["_nets"]["bnn"][min(res["_nets"]["bnn"])]
+    net = T.load_net(res["_sources"], "bnn", model, min(int(s) for s in res["models"]["bnn"]))[0]
     imgs = res["_imgs"][:n_images]
     y = torch.as_tensor(res["labels"][:n_images])
     try:
-        hw = run(model=model, board=board, images=occlusion_inputs(imgs, patch, stride, layout="NHWC"),
+        hw = run_occlusion(model=model, board=board, images=occlusion_inputs(imgs, patch, stride, layout="NHWC"),
                  base_images=imgs, graph=paths.streamlined(model, 0, root),
                  out_dir=paths.board_dir(model, board, root), progress=False)
     except Exception as e:  # the simulator may be missing tools; the page says why
@@ -509,21 +351,22 @@ def hardware_occlusion(res, model, board, patch, stride, root, n_images=10):
 
 # --- page ------------------------------------------------------------------------------------------
 
+def _subplots(*grid, figsize):
+    # a Figure of its own renders through Agg with no pyplot state or GUI backend to pick
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid)
+
+
 def _png(fig):
-    import matplotlib.pyplot as plt
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 
 
 def _figures(res):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     figs = {}
     acc = res["accuracy"]
-    fig, ax = plt.subplots(figsize=(5, 2.6))
+    fig, ax = _subplots(figsize=(5, 2.6))
     for i, kind in enumerate(KINDS):
         vals = [v["eval_subset"] for v in acc[kind].values()]
         ax.bar(np.arange(len(vals)) + i * (len(vals) + 1), vals, label=f"{kind} ({res['model'] if kind == 'bnn' else res['twin']})")
@@ -546,7 +389,7 @@ def _figures(res):
 
     for m in res["compared"]:
         signed = SIGN.get(m.replace("_raw", ""), "signed") == "signed"
-        fig, axes = plt.subplots(3, 1, figsize=(0.8 * len(cols), 2.8))
+        fig, axes = _subplots(3, 1, figsize=(0.8 * len(cols), 2.8))
         axes[0].imshow(mosaic([x[i].mean(0) for i in cols], False), cmap="gray", vmin=0, vmax=1)
         for r, kind in enumerate(KINDS, 1):
             tiles = [res["maps"][kind][min(res["maps"][kind])][m][i] for i in cols]
@@ -560,7 +403,7 @@ def _figures(res):
         figs[f"gallery_{m}"] = _png(fig)
     noise = res["metrics"]["noise"]
     if noise:
-        fig, axes = plt.subplots(1, 2, figsize=(8, 2.6))
+        fig, axes = _subplots(1, 2, figsize=(8, 2.6))
         ms = list(noise)
         for ax, metric in zip(axes, ("total_variation", "high_frequency_energy")):
             for k, kind in enumerate(KINDS):
@@ -574,7 +417,7 @@ def _figures(res):
             ax.legend(fontsize=7)
         figs["noise"] = _png(fig)
     san = res["sanity"]
-    fig, ax = plt.subplots(figsize=(5, 2.6))
+    fig, ax = _subplots(figsize=(5, 2.6))
     for kind in KINDS:
         for m, rows in san[kind].items():
             if isinstance(rows, list):
@@ -673,6 +516,17 @@ def _quantus_context(res):
                 columns=QUANTUS_COLUMNS, rows=rows, mprt=mprt, mprt_images=met.get("efficient_mprt_images"))
 
 
+def _sanity_rows(san):
+    """Per method (baselines last): the Spearman to the original map once every layer is
+    randomised, per kind (or why it could not run)."""
+    rows = []
+    for m in san["bnn"]:
+        base = m.startswith("baseline:")
+        cells = [v if isinstance(v, str) else v[-1]["similarity"] for v in (san[kind].get(m, "not run") for kind in KINDS)]
+        rows.append(dict(method=BASELINE_LABEL[m.split(":")[1]] if base else m, baseline=base, cells=cells))
+    return rows
+
+
 GRADREG_ROWS = (("cosine_gradient_vs_guided", "cos(gradient, guided backprop) ↑"),
                 ("total_variation", "total variation of gradient maps ↓"),
                 ("high_frequency_energy", "high-frequency energy ↓"),
@@ -729,6 +583,7 @@ def page_context(res, board, hw, hw_equal, hw_reason, figs):
         if res["ig_delta"] else [],
         final_layer=[(kind, r) for kind, d in res["final_layer"].items() for r in d["per_seed"]],
         gradreg=_gradreg_context(res.get("gradient_regularisation") or {}),
+        subsets=res["subsets"], sanity=_sanity_rows(res["sanity"]),
         seconds=res["seconds"])
 
 
@@ -765,13 +620,6 @@ def _jsonable(o):
     return o
 
 
-def _atomic_write(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_report(res, board, root):
     """Write build/<M>/<B>/report/{index.html, report.json}; returns the folder."""
     out = paths.board_dir(res["model"], board, root) / "report"
@@ -786,9 +634,13 @@ def write_report(res, board, root):
     doc = _jsonable(dict(res, board=board, hardware=dict(hw, hardware_occlusion_equal=hw_equal,
                                                          hardware_occlusion_reason=hw_reason)))
     doc["hardware_occlusion_equal"] = hw_equal
+    doc["images"] = res["n_images"]
     doc["methods"] = res["methods"]
-    _atomic_write(out / "report.json", json.dumps(doc, indent=1) + "\n")
-    _atomic_write(out / "index.html", render_html(res, board, hw, hw_equal, hw_reason, figs))
+    page = render_html(res, board, hw, hw_equal, hw_reason, figs)
+    with publish.staging(out.parent, "report") as stage:   # the page and its JSON replace the old pair together
+        (stage / out.name).mkdir()
+        (stage / out.name / "report.json").write_text(json.dumps(doc, indent=1) + "\n")
+        (stage / out.name / "index.html").write_text(page)
     return out
 
 
@@ -796,7 +648,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tfc-w1a1")
     p.add_argument("--board", default="ulx3s", help="a board of hw.boards or 'all'")
-    p.add_argument("--images", type=int, default=None, help="images explained (default 100 for MLPs, 20 for CNV)")
+    p.add_argument("--images", type=int, default=DEFAULT_IMAGES, help="class-balanced test images explained")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--neuromask-steps", type=int, default=None,
                    help=f"default {METHODS['neuromask']['steps']} for MLPs, {CNV_DEFAULTS['neuromask_steps']} for CNV")
@@ -804,6 +656,10 @@ def main(argv=None):
     p.add_argument("--final-images", type=int, default=1000)
     p.add_argument("--road-images", type=int, default=ROAD_IMAGES,
                    help="images scored by quantus' ROAD (noisy linear imputation is slow): the first N of --images")
+    p.add_argument("--sanity-images", type=int, default=SANITY_IMAGES,
+                   help="images of the randomisation checks: the first N of --images")
+    p.add_argument("--shard-images", type=int, default=SHARD_IMAGES, help="images per task")
+    p.add_argument("--threads", type=int, default=THREADS, help="torch threads of this process")
     p.add_argument("--hardware-images", type=int, default=None,
                    help="test images occluded on the simulated accelerator (default 10 for MLPs, 2 for CNV)")
     p.add_argument("--root", default=None, help="build folder (default ./build)")
@@ -811,8 +667,6 @@ def main(argv=None):
     p.add_argument("--dataset", default=None, help="default: the one the BNN (seed 0) was trained on")
     a = p.parse_args(argv)
     try:
-        from hw.boards import BOARDS
-        from model import zoo
         if not zoo.spec(a.model).quantised:
             raise ReportError(f"--model takes the BNN ({zoo.twin_of(a.model)}); its twin {a.model} is explained alongside")
         boards = list(BOARDS) if a.board == "all" else [a.board.lower()]
@@ -824,27 +678,25 @@ def main(argv=None):
             if m not in METHODS:
                 raise ReportError(f"unknown method '{m}'; known: {', '.join(METHODS)}")
         sources = Sources(a.root)
-        from model.data import DATASETS
         if a.dataset is not None and a.dataset not in DATASETS:
             raise ReportError(f"unknown dataset '{a.dataset}'; known: {', '.join(DATASETS)}")
         sources.dataset = a.dataset or sources.trained_dataset(a.model, 0) or "mnist"
         if a.hardware_images is not None and a.hardware_images < 1:
             raise ReportError(f"--hardware-images must be positive, got {a.hardware_images}")
-        # a CNV image costs ~100x an MLP image on the straight-through path: fewer images and
-        # mask steps keep `make report MODEL=cnv-w1a1` to tens of minutes on 2 cores
-        small = {} if _is_mlp(a.model) else CNV_DEFAULTS
-        images = a.images or small.get("images", 100)
-        steps = a.neuromask_steps or small.get("neuromask_steps", METHODS["neuromask"]["steps"])
-        for what, v in (("--images", images), ("--neuromask-steps", steps)):
+        steps = a.neuromask_steps or default_options(a.model)["neuromask"]["steps"]
+        for what, v in (("--images", a.images), ("--neuromask-steps", steps), ("--sanity-images", a.sanity_images),
+                        ("--shard-images", a.shard_images), ("--threads", a.threads)):
             if v < 1:
                 raise ReportError(f"{what} must be positive, got {v}")
         if a.road_images < 1:
             raise ReportError(f"--road-images must be positive, got {a.road_images}")
-        opts = {"neuromask": dict(steps=steps), "smoothgrad": dict(samples=a.smoothgrad_samples),
-                "quantus": dict(road_images=a.road_images)}
+        opts = dict(default_options(a.model), neuromask=dict(steps=steps), smoothgrad=dict(samples=a.smoothgrad_samples),
+                    quantus=dict(road_images=a.road_images))
         if a.hardware_images:
             opts["hardware_occlusion"] = dict(images=a.hardware_images)
-        res = compute(a.model, sources, images, methods, opts, final_images=a.final_images, twin=a.twin)
+        torch.set_num_threads(a.threads)
+        res = compute(a.model, sources, a.images, methods, opts, sanity_images=a.sanity_images,
+                      final_images=a.final_images, twin=a.twin, shard=a.shard_images)
         for b in boards:
             out = write_report(res, b, sources.root)
             print(f"{a.model} on {b}: {out / 'index.html'}")

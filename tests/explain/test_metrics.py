@@ -194,3 +194,33 @@ def test_quantus_metrics_rank_a_perfect_map_above_the_random_baseline():
     zero[0] = 0  # quantus refuses an all-zero map: that image scores nan, the others are unaffected
     s = Q.sparseness(x, zero)
     assert np.isnan(s[0]) and np.allclose(s[1:], good["sparseness"][1:])
+
+
+def test_ssim_sobel_wilcoxon_and_permutation_closed_forms():
+    # SSIM of a constant (normalised to 1) and an all-zero map: C1 C2 / ((1 + C1) C2) = C1 / (1 + C1), C1 = 0.01^2
+    assert X.ssim(np.ones((1, 8, 8)), np.zeros((1, 8, 8)))[0] == pytest.approx(1e-4 / (1 + 1e-4))
+    assert X.ssim(np.arange(64.0).reshape(1, 8, 8), np.arange(64.0).reshape(1, 8, 8))[0] == pytest.approx(1.0)
+    # a vertical 0 -> 1 step: on the two columns beside it |d/dx| = (1 + 2 + 1) / 4 = 1, d/dy = 0,
+    # skimage's magnitude sqrt((gx^2 + gy^2) / 2) = 1/sqrt(2); zero elsewhere
+    step = np.zeros((1, 1, 6, 6))
+    step[..., 3:] = 1
+    want = np.zeros((6, 6))
+    want[:, 2:4] = 1 / np.sqrt(2)
+    np.testing.assert_allclose(X.sobel_maps(step)[0], want, atol=1e-12)
+    # differences 1, -2, 3: ranks 1, 2, 3, effect (1 + 3 - 2) / 6
+    assert X.wilcoxon([1.0, 0.0, 3.0], [0.0, 2.0, 0.0])[1] == pytest.approx(1 / 3)
+    m = np.arange(16.0).reshape(1, 4, 4)
+    p = X.permuted_maps(m, seed=3)
+    assert sorted(p.ravel()) == sorted(m.ravel()) and not np.array_equal(p, m)
+
+
+def test_deletion_curves_of_several_images_split_over_calls_match_closed_forms():
+    """Steps and images batched into one forward call or split over many give the same curve."""
+    net = Share([1.0, 2.0, 3.0, 4.0])
+    x = torch.ones(2, 1, 2, 2)
+    order = torch.stack([torch.tensor([[1.0, 2.0], [3.0, 4.0]]), -torch.tensor([[1.0, 2.0], [3.0, 4.0]])])
+    want = [0.375, 0.25 * (0.5 + 0.9 + 0.7 + 0.4)]
+    for batch in (1, 2, 3, 4096):
+        auc, curve = X.deletion_auc(net, x, order, 0, steps=4, batch=batch, return_curve=True)
+        np.testing.assert_allclose(auc, want)
+        np.testing.assert_allclose(curve[0], [1, 0.6, 0.3, 0.1, 0], atol=1e-12)

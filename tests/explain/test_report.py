@@ -1,5 +1,8 @@
 import copy
 import json
+import math
+import pickle
+import random
 
 import numpy as np
 import pytest
@@ -7,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from explain import report as R
+from explain.methods import canonize
 
 torch.set_num_threads(1)
 SIZE = 12
@@ -91,7 +95,6 @@ class Tiny(nn.Module):
         if "gradcam_layer" in twin._modules:
             del twin._modules["gradcam_layer"]
         if canonized:
-            from explain.methods import canonize
             twin = canonize(twin)
         return twin.eval()
 
@@ -159,7 +162,6 @@ def test_report_end_to_end_on_stand_ins(tmp_path):
     assert not list(out.glob("*.tmp"))
     assert doc["dataset"] == "mnist" and "Dataset: <b>mnist</b>" in page
     # quantus' metrics per kind and method, finite, and the random / Sobel baselines in every table
-    import math
     met = doc["metrics"]
     assert doc["quantus_version"] and met["road_images"] == 2
     for m in doc["compared"]:
@@ -175,8 +177,46 @@ def test_report_end_to_end_on_stand_ins(tmp_path):
             for kind in ("bnn", "fp"):
                 for name in names:
                     assert math.isfinite(met["baselines"][b][group][kind][name]["mean"])
-    assert page.count("baseline: random map") == 4 and page.count("baseline: Sobel edges") == 4  # noise, faith., quantus, eMPRT
+    for m in doc["compared"][:-1]:
+        for kind in ("bnn", "fp"):
+            for b in ("sobel", "random"):
+                assert -1 <= met["similarity"][m]["spearman"][f"{kind}_vs_{b}"]["mean"] <= 1
+    for kind in ("bnn", "fp"):  # cascading randomisation of the baselines: Sobel ignores the model entirely
+        assert doc["sanity"][kind]["baseline:sobel"][-1]["similarity"] == pytest.approx(1.0)
+    assert doc["subsets"] == dict(images=20, shard_images=100, road_images=2, correlation_runs=10, sanity_images=6,
+                                  sanity_seed="first seed of each kind", final_layer_images=20)
+    # noise, faithfulness, quantus, eMPRT, cascading randomisation
+    assert page.count("baseline: random map") == 5 and page.count("baseline: Sobel edges") == 5
     assert "Metrics from quantus" in page and "ROAD" in page and "EfficientMPRT" in page
+
+
+def _numbers(res):
+    doc = R._jsonable(res)
+    doc.pop("seconds")
+    return json.dumps(doc, sort_keys=True)
+
+
+def test_report_numbers_do_not_depend_on_the_order_or_process_tasks_run_in(tmp_path):
+    """A mapper that runs the calls shuffled, each through pickle (as a worker process gets
+    them), gives the report the same numbers as the serial one; another shard size gives a
+    per-image deterministic method's maps to float rounding."""
+    def shuffled(fn, calls):
+        order = list(range(len(calls)))
+        random.Random(len(calls)).shuffle(order)
+        out = {}
+        for i in order:
+            f, args = pickle.loads(pickle.dumps((fn, calls[i])))
+            out[i] = f(*args)
+        return [out[i] for i in range(len(calls))]
+
+    kw = dict(n_images=10, methods=["gradient", "smoothgrad", "occlusion", "neuromask"], options=OPTS, sanity_images=4,
+              progress=False, faithfulness_steps=4, shard=4)
+    serial = R.compute("tfc-w1a1", StandIns(tmp_path, conv=False), **kw)
+    assert _numbers(R.compute("tfc-w1a1", StandIns(tmp_path, conv=False), mapper=shuffled, **kw)) == _numbers(serial)
+    assert len(serial["maps"]["bnn"][0]["smoothgrad"]) == 10
+    other = R.compute("tfc-w1a1", StandIns(tmp_path, conv=False), **dict(kw, methods=["gradient"], shard=3))
+    # a batch of another size may round differently in float32: equal to rounding
+    np.testing.assert_allclose(other["maps"]["fp"][1]["gradient"], serial["maps"]["fp"][1]["gradient"], rtol=1e-4, atol=1e-7)
 
 
 def test_report_states_its_dataset_and_refuses_seeds_trained_on_another(tmp_path):
