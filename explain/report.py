@@ -231,7 +231,9 @@ def _findings(res):
         cross, ceil, fl, rel = norm_sim("gradient")
         above = cross["ci_bootstrap"][0] > fl
         verdict = ("supported" if above and rel is not None and rel >= 0.5 else
-                   "not supported" if not above or (rel is not None and rel < 0.5) else "undetermined (one FP seed: no ceiling)")
+                   "not supported" if not above or (rel is not None and rel < 0.5) else
+                   "undetermined (one FP seed: no ceiling)" if ceil is None else
+                   "undetermined (FP seed-to-seed similarity not above the permuted floor: no ceiling)")
         f["gradient_similar"] = dict(claim="Gradient maps are similar for BNN and FPNN",
                                      spearman_bnn_vs_fp=cross["mean"], ci=cross["ci_bootstrap"],
                                      ceiling_fp_seed_to_seed=None if ceil is None else ceil["mean"], floor=fl,
