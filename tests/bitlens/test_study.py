@@ -14,7 +14,7 @@ from bitlens.cluster import Cluster, TaskError, cached_mapper
 from bitlens.study_tasks import plain
 from explain import report as R
 from model import paths
-from tests.explain.test_report import OPTS, StandIns
+from tests.explain.standins import OPTS, StandIns
 
 # --- stand-in tasks: files like the real ones, explanations of tiny models on tiny images -------
 
