@@ -331,10 +331,13 @@ def test_uart_twins(cpb):
     assert U.uart_resources(25)["ff"] > U.uart_resources(4)["ff"]
 
 
-def test_fifo_icarus():
+@pytest.mark.parametrize("out_reg", [0, 1])
+def test_fifo_icarus(out_reg):
     """Random words of 70 bits (past one machine word), reset and handshake rules, and one beat a
-    cycle after one of latency, as the twin says."""
-    tb_fifo.run(WORK / "ivl_fifo", simulator="icarus", checks=True, width=70, depth=4, beats=40)
+    cycle after one of latency, as the twin says; with the output register too (its bypass when
+    the memory is empty, its extra beat when full)."""
+    tb_fifo.run(WORK / f"ivl_fifo_{out_reg}", simulator="icarus", checks=True, width=70, depth=4, beats=40,
+                out_reg=out_reg)
 
 
 @pytest.mark.parametrize("i,o", [(2, 6), (8, 2), (3, 3)])
