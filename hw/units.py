@@ -396,7 +396,7 @@ def pool_cycles(ifm, c, pe):
 def pool_resources(ifm, c, k, pe, bits, kbit=18):
     words = (ifm // k) * (c // pe)
     lut = 40 + pe * bits * 3 + pe * bits * math.ceil(words / 64)
-    ff = 40 + pe * bits
+    ff = 40 + pe * bits + words.bit_length()               # + the register-file address register
     return dict(lut=int(lut), ff=int(ff), bram=0)
 
 
