@@ -395,8 +395,9 @@ def pool_cycles(ifm, c, pe):
 
 def pool_resources(ifm, c, k, pe, bits, kbit=18):
     words = (ifm // k) * (c // pe)
-    lut = 40 + pe * bits * 3 + pe * bits * math.ceil(words / 64)
-    ff = 40 + pe * bits + words.bit_length()               # + the register-file address register
+    ab = words.bit_length()
+    lut = 40 + pe * bits * 4 + pe * bits * math.ceil(words / 64) + ab // 2    # + the write bypass
+    ff = 40 + 2 * pe * bits + 2 * ab + 1                   # + the address and the registered write
     return dict(lut=int(lut), ff=int(ff), bram=0)
 
 

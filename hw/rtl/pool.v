@@ -66,8 +66,20 @@ module bl_pool #(
     wire used = (x < X_USED) && (y < X_USED);
     wire first = (kx == {KB{1'b0}}) && (ky == {KB{1'b0}});
     wire last = (kx == K_LAST) && (ky == K_LAST);
-    wire [W-1:0] prev = rowbuf[addr];
+    // the register file's write is registered (a cycle late): the accept decision, which the
+    // downstream ready and the reset reach combinationally, then drives only registers, not the
+    // write enables of every LUT RAM. The next beat may read the address still being written
+    // (K > 1 with CF = 1), so a read of that address takes the pending word.
+    reg wen;
+    reg [AB-1:0] waddr;
+    reg [W-1:0] wdata;
+    wire [W-1:0] prev = (wen && waddr == addr) ? wdata : rowbuf[addr];
     wire [W-1:0] mx;
+    always @(posedge ap_clk) begin
+        if (wen) rowbuf[waddr] <= wdata;
+        waddr <= addr;
+        wdata <= mx;
+    end
     genvar g;
     generate
         for (g = 0; g < PE; g = g + 1) begin : g_max
@@ -86,11 +98,12 @@ module bl_pool #(
             cf <= {FB{1'b0}};
             obase <= {AB{1'b0}};
             addr <= {AB{1'b0}};
+            wen <= 1'b0;
             m_tvalid <= 1'b0;
         end else begin
             if (m_tvalid && m_tready) m_tvalid <= 1'b0;
+            wen <= acc && used && !last;
             if (acc) begin
-                if (used && !last) rowbuf[addr] <= mx;
                 if (used && last) begin
                     m_tdata <= mx;
                     m_tvalid <= 1'b1;

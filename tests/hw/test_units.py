@@ -214,6 +214,12 @@ def test_pool_verilator():
     tb_pool.run(WORK / "pool", simulator="verilator", ifm=7, c=4, k=2, pe=2, bits=2, images=3)
 
 
+def test_pool_back_to_back_same_address_icarus():
+    """One channel fold (CF = 1) and K = 3: consecutive beats of a window row update the same
+    partial maximum, so each read meets the write still pending from the beat before."""
+    tb_pool.run(WORK / "ivl_pool_cf1", simulator="icarus", checks=True, ifm=7, c=2, k=3, pe=2, bits=8, images=4)
+
+
 def test_dwc_fifo_chain_verilator():
     tb_dwc.run_chain(WORK / "dwc", simulator="verilator", a=2, b=8, c=4, bits=3)
 
