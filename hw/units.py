@@ -395,16 +395,28 @@ def pool_cycles(ifm, c, pe):
 
 def pool_resources(ifm, c, k, pe, bits, kbit=18):
     words = (ifm // k) * (c // pe)
-    lut = 40 + pe * bits * 3 + pe * bits * math.ceil(words / 64)
-    ff = 40 + pe * bits
+    ab = words.bit_length()
+    lut = 40 + pe * bits * 4 + pe * bits * math.ceil(words / 64) + ab // 2    # + the write bypass
+    ff = 40 + 2 * pe * bits + 2 * ab + 1                   # + the address and the registered write
     return dict(lut=int(lut), ff=int(ff), bram=0)
 
 
 # ----------------------------------------------------------------------------- FIFO / DWC
+# yosys puts a FIFO this deep in a block RAM even when it holds few bits (it chose one for 512 x 1),
+# so such a FIFO gets bl_fifo's output register (OUT_REG)
+FIFO_OUT_REG_DEPTH = 64
+
+
+def fifo_out_reg(depth):
+    """bl_fifo's OUT_REG for a FIFO of this depth: 1 where synthesis may use a block RAM."""
+    return int(depth >= FIFO_OUT_REG_DEPTH)
+
+
 def fifo_resources(width, depth, kbit=18):
     ml, mb = memory_cost(depth, width, kbit) if depth > 4 else (width * depth // 4, 0)
-    return dict(lut=int(10 + ml + width // 2), ff=int(12 + 2 * max(1, depth).bit_length() + (width if depth <= 4 else 0)),
-                bram=int(mb))
+    oreg = width * fifo_out_reg(depth)                     # the output register and its bypass mux
+    return dict(lut=int(10 + ml + width // 2 + oreg),
+                ff=int(12 + 2 * max(1, depth).bit_length() + (width if depth <= 4 else 0) + oreg), bram=int(mb))
 
 
 def dwc_resources(in_w, out_w):
@@ -417,7 +429,7 @@ def dwc_cycles(in_elems, out_elems, total_elems):
     return total_elems // min(in_elems, out_elems)
 
 
-FIFO_LATENCY = 1    # bl_fifo: a beat taken in cycle c is offered from cycle c + 1
+FIFO_LATENCY = 1    # bl_fifo: a beat taken in cycle c is offered from cycle c + 1 (also with OUT_REG)
 DWC_LATENCY = 1     # bl_dwc (unequal widths): the converted beat is offered the cycle after it is complete
 
 

@@ -2,9 +2,15 @@
 `default_nettype none
 // bl_fifo: synchronous FIFO, DEPTH a power of two >= 2. s_tready depends only on the fill level, so
 // a FIFO between two units cuts any combinational ready path between them.
+// OUT_REG 1 puts a fabric register after the memory: a deep FIFO lands in a block RAM, whose slow
+// clock-to-out would otherwise drive the consumer's logic (and its routing) directly. A beat reaches
+// that register from the memory or, when the memory is empty, straight from s_tdata, so the latency
+// stays one cycle; the register holds one more beat (DEPTH + 1 in all). The bypass mux in front of
+// it also keeps synthesis from folding it into the block RAM as its read register.
 module bl_fifo #(
     parameter WIDTH = 8,
-    parameter DEPTH = 2
+    parameter DEPTH = 2,
+    parameter OUT_REG = 0
 ) (
     input  wire              ap_clk,
     input  wire              ap_rst_n,
@@ -34,22 +40,44 @@ module bl_fifo #(
     reg [AB-1:0] wp, rp;
     reg [CB-1:0] count;
     assign s_tready = ap_rst_n && (count != FULL);
-    assign m_tvalid = (count != {CB{1'b0}});
-    assign m_tdata = mem[rp];
     wire push = s_tvalid && s_tready;
-    wire pop = m_tvalid && m_tready;
+    wire nonempty = (count != {CB{1'b0}});
+    wire [WIDTH-1:0] head = mem[rp];
+    wire pop;           // the memory's head leaves it
+    wire write;         // s_tdata goes into the memory
+    generate
+        if (OUT_REG != 0) begin : g_oreg
+            reg [WIDTH-1:0] q;
+            reg qv;
+            wire load = !qv || m_tready;
+            assign pop = load && nonempty;
+            assign write = push && !(load && !nonempty);
+            always @(posedge ap_clk) begin
+                if (!ap_rst_n) qv <= 1'b0;
+                else if (load) qv <= nonempty || push;
+                if (load) q <= nonempty ? head : s_tdata;
+            end
+            assign m_tdata = q;
+            assign m_tvalid = qv;
+        end else begin : g_direct
+            assign pop = nonempty && m_tready;
+            assign write = push;
+            assign m_tdata = head;
+            assign m_tvalid = nonempty;
+        end
+    endgenerate
     always @(posedge ap_clk) begin
         if (!ap_rst_n) begin
             wp <= {AB{1'b0}};
             rp <= {AB{1'b0}};
             count <= {CB{1'b0}};
         end else begin
-            if (push) begin
+            if (write) begin
                 mem[wp] <= s_tdata;
                 wp <= wp + 1'b1;
             end
             if (pop) rp <= rp + 1'b1;
-            count <= count + {{(CB-1){1'b0}}, push} - {{(CB-1){1'b0}}, pop};
+            count <= count + {{(CB-1){1'b0}}, write} - {{(CB-1){1'b0}}, pop};
         end
     end
 endmodule

@@ -59,14 +59,27 @@ module bl_pool #(
     reg [KB-1:0] kx, ky;
     reg [FB-1:0] cf;
     reg [AB-1:0] obase;
+    reg [AB-1:0] addr;              // obase + cf, kept in step with both so no adder sits in front of
+                                    // the register file's read (its read-modify-write is one cycle)
     assign s_tready = ap_rst_n && (!m_tvalid || m_tready);
     wire acc = s_tvalid && s_tready;
     wire used = (x < X_USED) && (y < X_USED);
     wire first = (kx == {KB{1'b0}}) && (ky == {KB{1'b0}});
     wire last = (kx == K_LAST) && (ky == K_LAST);
-    wire [AB-1:0] addr = obase + {{(AB-FB){1'b0}}, cf};
-    wire [W-1:0] prev = rowbuf[addr];
+    // the register file's write is registered (a cycle late): the accept decision, which the
+    // downstream ready and the reset reach combinationally, then drives only registers, not the
+    // write enables of every LUT RAM. The next beat may read the address still being written
+    // (K > 1 with CF = 1), so a read of that address takes the pending word.
+    reg wen;
+    reg [AB-1:0] waddr;
+    reg [W-1:0] wdata;
+    wire [W-1:0] prev = (wen && waddr == addr) ? wdata : rowbuf[addr];
     wire [W-1:0] mx;
+    always @(posedge ap_clk) begin
+        if (wen) rowbuf[waddr] <= wdata;
+        waddr <= addr;
+        wdata <= mx;
+    end
     genvar g;
     generate
         for (g = 0; g < PE; g = g + 1) begin : g_max
@@ -84,11 +97,13 @@ module bl_pool #(
             ky <= {KB{1'b0}};
             cf <= {FB{1'b0}};
             obase <= {AB{1'b0}};
+            addr <= {AB{1'b0}};
+            wen <= 1'b0;
             m_tvalid <= 1'b0;
         end else begin
             if (m_tvalid && m_tready) m_tvalid <= 1'b0;
+            wen <= acc && used && !last;
             if (acc) begin
-                if (used && !last) rowbuf[addr] <= mx;
                 if (used && last) begin
                     m_tdata <= mx;
                     m_tvalid <= 1'b1;
@@ -99,6 +114,7 @@ module bl_pool #(
                         x <= {XB{1'b0}};
                         kx <= {KB{1'b0}};
                         obase <= {AB{1'b0}};
+                        addr <= {AB{1'b0}};
                         if (y == X_LAST) begin
                             y <= {XB{1'b0}};
                             ky <= {KB{1'b0}};
@@ -110,9 +126,11 @@ module bl_pool #(
                         x <= x + 1'b1;
                         kx <= (kx == K_LAST) ? {KB{1'b0}} : kx + 1'b1;
                         if (kx == K_LAST) obase <= obase + CF_A;
+                        addr <= (kx == K_LAST) ? obase + CF_A : obase;
                     end
                 end else begin
                     cf <= cf + 1'b1;
+                    addr <= addr + 1'b1;
                 end
             end
         end

@@ -214,6 +214,12 @@ def test_pool_verilator():
     tb_pool.run(WORK / "pool", simulator="verilator", ifm=7, c=4, k=2, pe=2, bits=2, images=3)
 
 
+def test_pool_back_to_back_same_address_icarus():
+    """One channel fold (CF = 1) and K = 3: consecutive beats of a window row update the same
+    partial maximum, so each read meets the write still pending from the beat before."""
+    tb_pool.run(WORK / "ivl_pool_cf1", simulator="icarus", checks=True, ifm=7, c=2, k=3, pe=2, bits=8, images=4)
+
+
 def test_dwc_fifo_chain_verilator():
     tb_dwc.run_chain(WORK / "dwc", simulator="verilator", a=2, b=8, c=4, bits=3)
 
@@ -331,10 +337,13 @@ def test_uart_twins(cpb):
     assert U.uart_resources(25)["ff"] > U.uart_resources(4)["ff"]
 
 
-def test_fifo_icarus():
+@pytest.mark.parametrize("out_reg", [0, 1])
+def test_fifo_icarus(out_reg):
     """Random words of 70 bits (past one machine word), reset and handshake rules, and one beat a
-    cycle after one of latency, as the twin says."""
-    tb_fifo.run(WORK / "ivl_fifo", simulator="icarus", checks=True, width=70, depth=4, beats=40)
+    cycle after one of latency, as the twin says; with the output register too (its bypass when
+    the memory is empty, its extra beat when full)."""
+    tb_fifo.run(WORK / f"ivl_fifo_{out_reg}", simulator="icarus", checks=True, width=70, depth=4, beats=40,
+                out_reg=out_reg)
 
 
 @pytest.mark.parametrize("i,o", [(2, 6), (8, 2), (3, 3)])
