@@ -8,6 +8,7 @@ SEEDS   ?= 0 1 2
 VERIFY  ?=
 FOLDING ?=
 FPS     ?=
+FREQ    ?=
 CKPT    ?=
 EPOCHS  ?=
 FORCE   ?=
@@ -87,7 +88,7 @@ build/$(MDIR)/streamlined.onnx: | setup
 	$(PY) -m model.export --model '$(MODEL)' --dataset $(DATASET) $(if $(VERIFY),--verify-images $(VERIFY))
 
 bitstream: setup check-args build/$(MDIR)/streamlined.onnx
-	$(PY) -m hw.build --model '$(MODEL)' --board $(BOARD) $(HWOPTS)
+	$(PY) -m hw.build --model '$(MODEL)' --board $(BOARD) $(HWOPTS) $(if $(FREQ),--freq $(FREQ))
 
 sim: setup check-args build/$(MDIR)/streamlined.onnx
 	$(PY) -m sim.run --model '$(MODEL)' --board $(BOARD) --images $(IMAGES) $(if $(RTL),--rtl $(RTL),$(HWOPTS)) $(if $(HARNESS),--harness $(HARNESS))
