@@ -19,7 +19,7 @@ from bitlens import study_tasks
 from bitlens.cache import TaskCache
 from bitlens.cluster import Cluster, cached_mapper
 from explain import report as R
-from explain.methods import METHODS
+from explain.methods import METHODS, method_names
 from model import cli, paths, publish, zoo
 from model.data import DATASETS
 
@@ -147,10 +147,10 @@ def _main(argv=None):
     for d in a.datasets:
         if d not in DATASETS:
             raise StudyError(f"--datasets: unknown dataset '{d}'; known: {', '.join(DATASETS)}")
-    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
-    for m in methods:
-        if m not in METHODS:
-            raise StudyError(f"--methods: unknown method '{m}'; known: {', '.join(METHODS)}")
+    try:
+        methods = method_names(a.methods)
+    except ValueError as e:
+        raise StudyError(f"--methods: {e}") from None
     for t in a.models:
         models_of(t)
     seeds = list(dict.fromkeys(a.seeds))

@@ -339,6 +339,15 @@ _IMPL = {"gradient": _gradient, "smoothgrad": _smoothgrad, "gradcam": _gradcam,
          "occlusion": _occlusion, "lrp": _lrp, "neuromask": neuromask}
 
 
+def method_names(text):
+    """A comma-separated method list from a command line, each name checked against METHODS."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    for m in names:
+        if m not in METHODS:
+            raise ExplainError(f"unknown method '{m}'; known: {', '.join(METHODS)}")
+    return names
+
+
 def attribute(method, model, x, target, return_info=False, **kw):
     """Map (N, H, W) of `method` for `model` at inputs x and classes target; with
     return_info=True also a dict (integrated_gradients / lrp: per-image convergence "delta")."""

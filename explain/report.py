@@ -26,7 +26,7 @@ from scipy.ndimage import binary_dilation
 from explain import metrics as X
 from explain import qmetrics as Q
 from explain import tasks as T
-from explain.methods import METHODS, SIGN, attribute, occlusion_inputs, occlusion_map
+from explain.methods import METHODS, SIGN, attribute, method_names, occlusion_inputs, occlusion_map
 from explain.sources import Sources
 from hw.boards import BOARDS
 from model import paths, publish, zoo
@@ -675,10 +675,7 @@ def main(argv=None):
         for b in boards:
             if b not in BOARDS:
                 raise ReportError(f"unknown board '{b}'; known: {', '.join(BOARDS)}, all")
-        methods = [m.strip() for m in a.methods.split(",") if m.strip()]
-        for m in methods:
-            if m not in METHODS:
-                raise ReportError(f"unknown method '{m}'; known: {', '.join(METHODS)}")
+        methods = method_names(a.methods)
         sources = Sources(a.root)
         if a.dataset is not None and a.dataset not in DATASETS:
             raise ReportError(f"unknown dataset '{a.dataset}'; known: {', '.join(DATASETS)}")
