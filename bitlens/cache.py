@@ -12,6 +12,8 @@ The key (`TaskCache.key`) is the SHA-256 of
   change there recomputes every task built on it, never a stale result; code outside them
   (installed libraries) is not in the key: after upgrading one, clear build/cache/.
 
+Library functions are declared from the app layer with `declare(fn, ...)` (bitlens.report_tasks
+declares explain.tasks), objects passed as arguments are keyed through `keyed(cls, plain)`.
 A task may also declare the files it writes (`@task(writes=...)`): their hashes are stored with
 the result, and a cached result whose files are gone or changed is computed again.
 
@@ -38,14 +40,35 @@ class CacheError(ValueError):
     pass
 
 
-def task(reads=None, writes=None, code=None):
+_DECLARED = {}
+
+
+def declare(fn, reads=None, writes=None, code=None):
     """Declare what a task function depends on and produces: reads(*args) and writes(*args) give
-    file paths, code the packages (folder names under the project) whose source is in the key."""
-    def mark(fn):
-        fn.reads, fn.writes = reads, writes
-        fn.code = tuple(code) if code else (fn.__module__.split(".")[0],)
-        return fn
-    return mark
+    file paths, code the packages (folder names under the project) whose source is in the key.
+    The app layer declares library functions (explain.tasks) this way without the libraries
+    knowing of the cache; returns fn."""
+    _DECLARED[fn] = dict(reads=reads, writes=writes,
+                         code=tuple(code) if code else (fn.__module__.split(".")[0],))
+    return fn
+
+
+def task(reads=None, writes=None, code=None):
+    """declare() as a decorator, for the app layer's own tasks."""
+    return lambda fn: declare(fn, reads, writes, code)
+
+
+def declared(fn) -> dict:
+    return _DECLARED.get(fn) or dict(reads=None, writes=None, code=(fn.__module__.split(".")[0],))
+
+
+_KEYERS = {}
+
+
+def keyed(cls, plain):
+    """Key arguments of type cls (and subclasses) by plain(obj), a form canonical() takes, plus the
+    class's name: e.g. explain.sources.Sources, plain data passed to every report task."""
+    _KEYERS[cls] = plain
 
 
 def file_hash(path) -> str:
@@ -65,7 +88,7 @@ _CODE = {}
 def code_hash(fn) -> str:
     """Hash of the file defining fn and of every .py file of its declared packages (once per
     process: the code does not change under a running study)."""
-    packages = getattr(fn, "code", None) or (fn.__module__.split(".")[0],)
+    packages = declared(fn)["code"]
     key = (inspect.getsourcefile(fn), tuple(sorted(packages)))
     if key not in _CODE:
         h = hashlib.sha256()
@@ -97,8 +120,13 @@ def canonical(v):
         return {"ndarray": str(a.dtype), "shape": list(a.shape), "sha256": hashlib.sha256(a.tobytes()).hexdigest()}
     if isinstance(v, (list, tuple)):
         return {type(v).__name__: [canonical(x) for x in v]}
+    if isinstance(v, (set, frozenset)):
+        return {"set": sorted((canonical(x) for x in v), key=json.dumps)}
     if isinstance(v, dict):
         return {"dict": sorted(([canonical(k), canonical(x)] for k, x in v.items()), key=json.dumps)}
+    for cls, plain in _KEYERS.items():
+        if isinstance(v, cls):
+            return {"object": f"{type(v).__module__}.{type(v).__qualname__}", "state": canonical(plain(v))}
     raise CacheError(f"cache key: an argument of type {type(v).__name__} cannot be keyed")
 
 
@@ -169,7 +197,7 @@ class TaskCache:
         return f"{fn.__module__}.{fn.__qualname__}"
 
     def key(self, fn, args) -> str:
-        reads = getattr(fn, "reads", None)
+        reads = declared(fn)["reads"]
         doc = dict(task=self.name(fn), args=canonical(tuple(args)),
                    reads={str(p): file_hash(p) for p in (reads(*args) if reads else [])},
                    code=code_hash(fn))
@@ -198,7 +226,7 @@ class TaskCache:
 
     def put(self, fn, args, key, result):
         """Store result; returns it as every later lookup will (after the JSON/npz round trip)."""
-        writes = getattr(fn, "writes", None)
+        writes = declared(fn)["writes"]
         entry = dict(task=self.name(fn), result=result,
                      writes={str(p): file_hash(p) for p in (writes(*args) if writes else [])})
         data = to_bytes(entry)

@@ -23,7 +23,7 @@ from explain.methods import METHODS, method_names
 from model import cli, paths, publish, zoo
 from model.data import DATASETS
 
-TASKS = SimpleNamespace(train=study_tasks.train, export=study_tasks.export, explain=study_tasks.explain)
+TASKS = SimpleNamespace(train=study_tasks.train, export=study_tasks.export, sources=study_tasks.StudySources)
 
 
 class StudyError(ValueError):
@@ -47,14 +47,17 @@ def models_of(name):
     return bnn, sp.twin
 
 
-def explain_options(bnn, images, methods):
-    """The report's defaults for this topology (CNV: fewer images and mask steps), IMAGES= over them."""
+def explain_options(bnn, images, methods, options=None):
+    """The report's defaults for this topology (CNV: fewer images and mask steps), IMAGES= over them,
+    `options` ({method: {option: value}}) over those."""
     cnv = zoo.spec(bnn).kind == "cnv"
     small = R.CNV_DEFAULTS if cnv else {}
     n = images or small.get("images", 100)
     opts = {"neuromask": dict(steps=small.get("neuromask_steps", METHODS["neuromask"]["steps"])),
             "smoothgrad": dict(samples=METHODS["smoothgrad"]["samples"]),
             "quantus": dict(road_images=min(n, R.ROAD_IMAGES))}
+    for k, v in (options or {}).items():
+        opts[k] = dict(opts.get(k, {}), **v)
     return n, list(methods), opts
 
 
@@ -70,7 +73,7 @@ def rows_of(cell):
 
 
 def run(datasets, topologies, seeds, images=None, epochs=None, limit=None, verify=200, methods=None,
-        root=None, mapper=serial, tasks=TASKS):
+        root=None, mapper=serial, tasks=TASKS, options=None):
     """The study's document (study.json) computed through `mapper`."""
     root = Path(root or paths.BUILD / "study")
     methods = list(methods or METHODS)
@@ -79,8 +82,9 @@ def run(datasets, topologies, seeds, images=None, epochs=None, limit=None, verif
     list(mapper(tasks.train, [(mroot[d], name, d, s, epochs, limit)
                               for d, _, bnn, twin in cells for name in (bnn, twin) for s in seeds]))
     list(mapper(tasks.export, [(mroot[d], bnn, d, s, verify) for d, _, bnn, _ in cells for s in seeds]))
-    args = [(mroot[d], bnn, twin, d, tuple(seeds), *explain_options(bnn, images, methods)) for d, _, bnn, twin in cells]
-    explained = list(mapper(tasks.explain, args))
+    # one cell after the other, each fanned out as shard tasks (model x seed x method x images)
+    explained = [study_tasks.explain(mroot[d], bnn, twin, d, tuple(seeds), *explain_options(bnn, images, methods, options),
+                                     mapper=mapper, sources=tasks.sources) for d, _, bnn, twin in cells]
     out = []
     for (d, t, bnn, twin), res in zip(cells, explained):
         out.append(dict(res, topology=t))
@@ -90,7 +94,7 @@ def run(datasets, topologies, seeds, images=None, epochs=None, limit=None, verif
     return dict(datasets=list(datasets), topologies=list(topologies), seeds=list(seeds), images=images,
                 epochs=epochs, train_limit=limit, verify_images=verify, methods=methods, rows=rows,
                 cells=[{k: c[k] for k in ("dataset", "topology", "model", "twin", "n_images", "accuracy", "models",
-                                          "skipped", "notes", "seconds")} for c in out])
+                                          "skipped", "notes")} for c in out])
 
 
 TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),

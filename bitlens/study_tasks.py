@@ -1,12 +1,13 @@
 """The study's tasks, each a plain function of JSON-able arguments run on a Dask worker and cached
-by bitlens.cache: train one (model, dataset, seed), export + verify one BNN seed, explain one
-(dataset, topology) over its seeds. Models live in a build folder per dataset (`root`), since a
+by bitlens.cache: train one (model, dataset, seed), export + verify one BNN seed; explaining one
+(dataset, topology) over its seeds runs the report's shard tasks (explain.tasks) the same way. Models live in a build folder per dataset (`root`), since a
 model's folder does not name the dataset it was trained on."""
 import math
 from pathlib import Path
 
 import numpy as np
 
+from bitlens import report_tasks  # noqa: F401  (declares explain.tasks for the cache)
 from bitlens.cache import task
 from explain import report as R
 from model import paths
@@ -52,14 +53,6 @@ class StudySources(R.Sources):
         return [s for s in super().seeds(name) if s in self.only]
 
 
-def _explained(root, model, twin, dataset, seeds, *rest):
-    files = []
-    for s in seeds:
-        d, t = paths.model_dir(model, s, root), paths.model_dir(twin, s, root)
-        files += [d / "model.pt", d / "train.json", d / "streamlined.onnx", t / "model.pt", t / "train.json"]
-    return files
-
-
 def plain(o):
     """numpy numbers as Python ones, nan and inf as None (strict JSON)."""
     if isinstance(o, dict):
@@ -75,12 +68,11 @@ def plain(o):
     return o
 
 
-@task(reads=_explained, code=("model", "hw", "sim", "explain"))
-def explain(root, model, twin, dataset, seeds, images, methods, options):
-    """explain.report.compute for one (dataset, topology), reduced to what the study shows.
-    (Once compute takes a mapper, its parts can be tasks of their own: compute(..., mapper=).)"""
-    res = R.compute(model, StudySources(Path(root), dataset, seeds), images, list(methods), options,
-                    sanity_images=min(20, images), progress=False, twin=twin)
-    keep = ("model", "twin", "dataset", "n_images", "methods", "compared", "models", "accuracy", "skipped",
-            "findings", "seconds")
+def explain(root, model, twin, dataset, seeds, images, methods, options, mapper, sources=StudySources):
+    """explain.report.compute for one (dataset, topology), its shard tasks run through `mapper`
+    (bitlens.report_tasks declares them for the cache), reduced to what the study shows."""
+    res = R.compute(model, sources(Path(root), dataset, seeds), images, list(methods), options,
+                    sanity_images=min(20, images), progress=False, twin=twin, mapper=mapper)
+    # no wall times: study.json is the same for the same inputs (run.json has the run's time)
+    keep = ("model", "twin", "dataset", "n_images", "methods", "compared", "models", "accuracy", "skipped", "findings")
     return plain({k: res[k] for k in keep} | dict(notes=res.get("notes", [])))

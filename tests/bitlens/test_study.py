@@ -12,7 +12,7 @@ from bitlens import study as S
 from bitlens.cache import CacheError, TaskCache, from_bytes, task, to_bytes
 from bitlens.cluster import Cluster, TaskError, cached_mapper
 from bitlens.study_tasks import plain
-from explain import report as R
+from explain import tasks as T
 from model import paths
 from tests.explain.standins import OPTS, StandIns
 
@@ -47,19 +47,9 @@ def fake_export(root, name, dataset, seed, verify):
     return dict(model=name, seed=seed, images=verify)
 
 
-def _explained(root, model, twin, dataset, seeds, *rest):
-    return [paths.model_dir(n, s, root) / "model.pt" for n in (model, twin) for s in seeds]
-
-
-@task(reads=_explained)
-def fake_explain(root, model, twin, dataset, seeds, images, methods, options):
-    _log(root, f"explain {dataset} {model}")
-    sources = StandIns(root, conv=model.startswith("cnv"))
-    sources.dataset = dataset
-    res = R.compute(model, sources, images, list(methods), dict(OPTS, **options), sanity_images=4, progress=False,
-                    faithfulness_steps=4, twin=twin)
-    return plain({k: res[k] for k in ("model", "twin", "dataset", "n_images", "models", "accuracy",
-                                                     "skipped", "findings")} | dict(notes=[], seconds=0.0))
+def study_standins(root, dataset, seeds):
+    """The study's Sources for stand-in models: the report's real shard tasks run on them."""
+    return StandIns(root, conv=None, dataset=dataset)
 
 
 @task()
@@ -67,7 +57,7 @@ def fake_broken(x):
     raise ValueError(f"no model {x}")
 
 
-TASKS = SimpleNamespace(train=fake_train, export=fake_export, explain=fake_explain)
+TASKS = SimpleNamespace(train=fake_train, export=fake_export, sources=study_standins)
 METHODS = ["gradient", "smoothgrad", "gradcam"]
 
 
@@ -79,7 +69,8 @@ def _calls(tmp_path):
 def _study(tmp_path, cluster, seeds=(0, 1)):
     cache = TaskCache(tmp_path / "cache")
     doc = S.run(["mnist", "fashion-mnist"], ["tfc", "cnv"], list(seeds), images=10, methods=METHODS,
-                root=tmp_path / "study", mapper=cached_mapper(cluster, cache, progress=False), tasks=TASKS)
+                root=tmp_path / "study", mapper=cached_mapper(cluster, cache, progress=False), tasks=TASKS,
+                options=OPTS)
     S.publish_study(doc, dict(seconds=0, computed=cache.misses, from_cache=cache.hits, scheduler="test"),
                     tmp_path / "study")
     return doc, cache
@@ -90,8 +81,17 @@ def test_study_on_a_local_cluster_and_its_cached_rerun_computes_nothing(tmp_path
         doc, cache = _study(tmp_path, cluster)
         first = (tmp_path / "study" / "study.json").read_text()
         calls = _calls(tmp_path)
-        # 2 datasets x 2 topologies: 16 trainings (BNN and twin, 2 seeds), 8 exports, 4 explanations
-        assert (cache.misses, cache.hits) == (28, 0) and len(calls) == 28 and len(set(calls)) == 28
+        # 2 datasets x 2 topologies: 16 trainings (BNN and twin, 2 seeds), 8 exports, then the
+        # report's shard tasks of 4 explanations (nets x methods x shards, scores, sanity, final layer)
+        assert len(calls) == 24 and len(set(calls)) == 24
+        shard_tasks = cache.misses - 24
+        assert shard_tasks >= 4 * (4 * len(METHODS) + 4)
+        entries = list((tmp_path / "cache").glob("*/*.npz"))
+        # every computed task stored once (the stand-ins' maps do not depend on the dataset, so
+        # the two datasets' similarity tasks have equal inputs: found in the cache, not computed)
+        assert len(entries) == cache.misses
+        by_task = {p.parent.name.rsplit(".", 1)[-1] for p in entries}
+        assert {"attribution_task", "score_task", "sanity_task", "similarity_task", "final_layer_task"} <= by_task
         assert cluster.started
         rows = doc["rows"]
         assert len(rows) == 2 * 2 * 3
@@ -111,23 +111,45 @@ def test_study_on_a_local_cluster_and_its_cached_rerun_computes_nothing(tmp_path
         with Cluster(workers=2) as idle:
             _, again = _study(tmp_path, idle)
             assert not idle.started
-        assert (again.misses, again.hits) == (0, 28) and _calls(tmp_path) == calls
+        assert (again.misses, again.hits) == (0, cache.misses + cache.hits) and _calls(tmp_path) == calls
         assert (tmp_path / "study" / "study.json").read_text() == first
 
-        # an interrupted study: a lost explanation and a deleted model are computed again, nothing else
+        # an interrupted study: a lost shard and a deleted model are computed again, nothing else (the
+        # retrained model has the same content, so the shards reading it stay valid)
         (tmp_path / "study" / "models" / "mnist" / "tfc-fp" / "seed1" / "model.pt").unlink()
-        explained = sorted((tmp_path / "cache").glob("*fake_explain/*.npz"))
-        assert len(explained) == 4
-        explained[0].unlink()
+        shards = sorted((tmp_path / "cache").glob("*attribution_task/*.npz"))
+        shards[0].unlink()
         _, third = _study(tmp_path, cluster)
         new = _calls(tmp_path)[len(calls):]
-        assert third.misses == 2 and "train mnist tfc-fp 1" in new and len(new) == 2
+        assert third.misses == 2 and new == ["train mnist tfc-fp 1"]
         assert (tmp_path / "study" / "study.json").read_text() == first
+
 
         # a failing task stops the run naming the task, its arguments and the cause; nothing cached
         with pytest.raises(TaskError, match=r"task fake_broken\(7,\) failed: no model 7"):
             cached_mapper(cluster, TaskCache(tmp_path / "cache"), progress=False)(fake_broken, [(7,)])
         assert not list((tmp_path / "cache").glob("*fake_broken*/*"))
+
+
+def test_a_report_shard_is_keyed_by_its_own_net_files(tmp_path):
+    sources = StandIns(tmp_path, conv=False)
+    for name, seed in (("tfc-w1a1", 0), ("tfc-w1a1", 1), ("tfc-fp", 1)):
+        d = paths.model_dir(name, seed, tmp_path)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "model.pt").write_text("v1")
+    cache = TaskCache(tmp_path / "cache")
+    args = (sources, "tfc-w1a1", "bnn", "tfc-w1a1", 1, "gradient", 10, 0, 10, OPTS)
+    k = cache.key(T.attribution_task, args)
+    (paths.model_dir("tfc-fp", 1, tmp_path) / "model.pt").write_text("v2")        # another net
+    (paths.model_dir("tfc-w1a1", 0, tmp_path) / "model.pt").write_text("v2")      # another seed
+    assert cache.key(T.attribution_task, args) == k
+    (paths.model_dir("tfc-w1a1", 1, tmp_path) / "streamlined.onnx").write_text("graph")
+    k2 = cache.key(T.attribution_task, args)
+    assert k2 != k                                                     # its reference graph
+    (paths.model_dir("tfc-w1a1", 1, tmp_path) / "model.pt").write_text("v2")
+    assert cache.key(T.attribution_task, args) not in (k, k2)          # its weights
+    other = StandIns(tmp_path, conv=False, dataset="fashion-mnist")
+    assert cache.key(T.attribution_task, (other,) + args[1:]) != cache.key(T.attribution_task, args)
 
 
 def test_cache_key_follows_the_files_a_task_reads(tmp_path):

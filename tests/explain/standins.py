@@ -96,20 +96,25 @@ class Tiny(nn.Module):
 
 
 class StandIns(R.Sources):
-    def __init__(self, root, conv, reference=True):
-        super().__init__(root)
+    """conv=None: a convolutional stand-in for cnv-* names, an MLP for the others (a study's cells)."""
+
+    def __init__(self, root, conv, reference=True, dataset="mnist"):
+        super().__init__(root, dataset)
         self.conv, self.reference = conv, reference
+
+    def _conv(self, name):
+        return name.startswith("cnv") if self.conv is None else self.conv
 
     def seeds(self, name):
         return [0, 1]
 
     def load_trained(self, name, seed):
-        return Tiny(not name.endswith("-fp"), self.conv, 10 + seed + (100 if name.endswith("-fp") else 0))
+        return Tiny(not name.endswith("-fp"), self._conv(name), 10 + seed + (100 if name.endswith("-fp") else 0))
 
     def load_reference(self, name, seed):
         if not self.reference:
             return None, "streamlined.onnx missing"
-        return Tiny(True, self.conv, 10 + seed), "reference (stand-in)"
+        return Tiny(True, self._conv(name), 10 + seed), "reference (stand-in)"
 
     def eval_data(self, name, n, seed=0):
         g = torch.Generator().manual_seed(seed)
