@@ -115,7 +115,7 @@ def test_finn_width_minimisation_hazard_is_caught(finn_python, tiny_graph):
 
 def test_finn_check_errors_are_one_line(tmp_path, tiny_graph):
     from hw.finn_check import FinnCheckError, finn_check
-    r = subprocess.run([sys.executable, "-m", "hw.finn_check", "--model", "tiny", "--board", "ulx3s"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "bitlens", "finn-check", "--model", "tiny", "--board", "ulx3s"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == ["error: ulx3s is not a FINN board: use BOARD=pynq-z1 (or pynq-z2, "
