@@ -17,13 +17,11 @@ from explain.methods import attribute, occlusion_inputs, occlusion_map
 from model import paths
 from model.golden import sample_images
 from model.reference import Reference
-from sim.cocotb_env import stop_simulator_with_us
 from sim.occlusion import run
 
 
 def main(argv=None):
-    stop_simulator_with_us()
-    return errors.run(_main, argv)
+    return errors.run(_main, argv)     # SIGTERM ends the simulation like Ctrl-C
 
 
 def _main(argv):

@@ -35,3 +35,25 @@ def test_twin_through_the_module(capsys):
                        text=True, timeout=120)
     assert r.returncode == 1 and r.stderr.startswith("error: unknown model 'nope-w1a1'")
     assert len(r.stderr.strip().splitlines()) == 1 and r.stdout == ""
+
+
+@pytest.mark.parametrize("module,argv", [
+    ("bitlens.interop", ["--fc-images", "0"]),
+    ("bitlens.hw_occlusion", ["--model", "tfc-w1a1", "--images", "0"]),
+    ("bitlens.bench.explain", ["--threads", "x"]),
+    ("bitlens.cli.gradreg", ["--lam", "-1"]),
+    ("bitlens.cli.finn_check", ["--model", "tfc-w1a1", "--images", "0"]),
+    ("bitlens.cli.host", ["--model", "tfc-w1a1", "--images", "0"]),
+])
+def test_bad_counts_stop_in_one_usage_line(module, argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(module).main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: argument --")
+
+
+def test_an_unknown_interop_config_is_one_line(capsys):
+    assert importlib.import_module("bitlens.interop").main(["--models", "tfc_9w9a"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"error: --models: unknown bnn_pynq config 'tfc_9w9a'; known: "
+                                        f"{', '.join(importlib.import_module('bitlens.interop').FINN_ZOO)}"]
