@@ -17,7 +17,7 @@ HWOPTS   = $(if $(FOLDING),--folding $(FOLDING)) $(if $(FPS),--target-fps $(FPS)
 # its folder under build/ (model.zoo.slug, the same rule)
 MDIR    := $(shell printf '%s' '$(MODEL)' | sed -E 's/[^A-Za-z0-9_.-]+/-/g; s/^-+//; s/-+$$//')
 # the full-precision twin explained beside the BNN (none for a user's model file); asked once setup ran
-TWIN    ?= $(shell $(PY) -m model.zoo twin '$(MODEL)')
+TWIN    ?= $(shell $(PY) -m bitlens twin '$(MODEL)')
 export YOWASP_CACHE_DIR := $(CURDIR)/.cache/yowasp
 export PYTHONDONTWRITEBYTECODE := 1
 
@@ -73,53 +73,53 @@ finn-setup: .venv-finn/.stamp
 	touch $@
 
 train: setup check-args
-	$(PY) -m model.train --model '$(MODEL)' --dataset $(DATASET) $(if $(CKPT),--ckpt '$(CKPT)') $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(FORCE),--force)
+	$(PY) -m bitlens train --model '$(MODEL)' --dataset $(DATASET) $(if $(CKPT),--ckpt '$(CKPT)') $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(FORCE),--force)
 
 export: setup
-	$(PY) -m model.export --model '$(MODEL)' --dataset $(DATASET) $(if $(VERIFY),--verify-images $(VERIFY))
+	$(PY) -m bitlens export --model '$(MODEL)' --dataset $(DATASET) $(if $(VERIFY),--verify-images $(VERIFY))
 
 # a bad MODEL or BOARD stops here, before anything trains
 check-args: setup
-	@$(PY) -m bitlens.check --model '$(MODEL)' --board $(BOARD)
+	@$(PY) -m bitlens check --model '$(MODEL)' --board $(BOARD)
 
 # sim, bitstream and demo need the streamlined graph: train and export it when it is missing
 build/$(MDIR)/streamlined.onnx: | setup
-	$(PY) -m model.train --model '$(MODEL)' --dataset $(DATASET) $(if $(CKPT),--ckpt '$(CKPT)') $(if $(EPOCHS),--epochs $(EPOCHS))
-	$(PY) -m model.export --model '$(MODEL)' --dataset $(DATASET) $(if $(VERIFY),--verify-images $(VERIFY))
+	$(PY) -m bitlens train --model '$(MODEL)' --dataset $(DATASET) $(if $(CKPT),--ckpt '$(CKPT)') $(if $(EPOCHS),--epochs $(EPOCHS))
+	$(PY) -m bitlens export --model '$(MODEL)' --dataset $(DATASET) $(if $(VERIFY),--verify-images $(VERIFY))
 
 bitstream: setup check-args build/$(MDIR)/streamlined.onnx
-	$(PY) -m hw.build --model '$(MODEL)' --board $(BOARD) $(HWOPTS) $(if $(FREQ),--freq $(FREQ))
+	$(PY) -m bitlens build --model '$(MODEL)' --board $(BOARD) $(HWOPTS) $(if $(FREQ),--freq $(FREQ))
 
 sim: setup check-args build/$(MDIR)/streamlined.onnx
-	$(PY) -m sim.run --model '$(MODEL)' --board $(BOARD) --images $(IMAGES) $(if $(RTL),--rtl $(RTL),$(HWOPTS)) $(if $(HARNESS),--harness $(HARNESS))
+	$(PY) -m bitlens sim --model '$(MODEL)' --board $(BOARD) --images $(IMAGES) $(if $(RTL),--rtl $(RTL),$(HWOPTS)) $(if $(HARNESS),--harness $(HARNESS))
 
 # FINN's builder steps that need no Vivado on the model's FINN folder, FINN's Python model checked
 # against the reference after each step (build/<model>/<board>/finn/finn_check.json)
 FINN_IMAGES ?= 500
 # (MODEL may hold ':' as in bnn-pynq:tfc_1w1a, so the graph's folder is its slug, as model.paths has it)
 finn-check: setup check-args finn-setup build/$(MDIR)/streamlined.onnx
-	$(PY) -m hw.finn_check --model '$(MODEL)' --board $(BOARD) --images $(FINN_IMAGES) $(HWOPTS)
+	$(PY) -m bitlens finn-check --model '$(MODEL)' --board $(BOARD) --images $(FINN_IMAGES) $(HWOPTS)
 
 # The report compares BNN and twin over SEEDS; missing seeds are trained and exported first
 # (seed 0 is verified on the full test set by `make export`, extra seeds on 200 images).
 seeds: setup check-args
 	@twin='$(TWIN)'; for s in $(SEEDS); do \
-	  $(PY) -m model.train --model '$(MODEL)' --dataset $(DATASET) --seed $$s $(if $(EPOCHS),--epochs $(EPOCHS)) || exit 1; \
-	  [ -z "$$twin" ] || $(PY) -m model.train --model "$$twin" --dataset $(DATASET) --seed $$s $(if $(EPOCHS),--epochs $(EPOCHS)) || exit 1; \
+	  $(PY) -m bitlens train --model '$(MODEL)' --dataset $(DATASET) --seed $$s $(if $(EPOCHS),--epochs $(EPOCHS)) || exit 1; \
+	  [ -z "$$twin" ] || $(PY) -m bitlens train --model "$$twin" --dataset $(DATASET) --seed $$s $(if $(EPOCHS),--epochs $(EPOCHS)) || exit 1; \
 	  [ -f build/$(MDIR)/$$( [ $$s = 0 ] || echo seed$$s/)streamlined.onnx ] || \
-	    $(PY) -m model.export --model '$(MODEL)' --dataset $(DATASET) --seed $$s --verify-images 200 || exit 1; \
+	    $(PY) -m bitlens export --model '$(MODEL)' --dataset $(DATASET) --seed $$s --verify-images 200 || exit 1; \
 	done
 
 # BNN and twin trained with the guided-gradient loss vs plain (build/gradreg/<model>/study.json;
 # the report shows it)
 gradreg: setup
-	$(PY) -m explain.gradreg_study --model $(MODEL)
+	$(PY) -m bitlens gradreg --model $(MODEL)
 
 report: seeds
-	$(PY) -m explain.report --model '$(MODEL)' --board $(BOARD) --dataset $(DATASET) $(if $(TWIN),--twin '$(TWIN)')
+	$(PY) -m bitlens report --model '$(MODEL)' --board $(BOARD) --dataset $(DATASET) $(if $(TWIN),--twin '$(TWIN)')
 
 reports: seeds
-	$(PY) -m explain.report --model '$(MODEL)' --board all --dataset $(DATASET) $(if $(TWIN),--twin '$(TWIN)')
+	$(PY) -m bitlens report --model '$(MODEL)' --board all --dataset $(DATASET) $(if $(TWIN),--twin '$(TWIN)')
 
 # The main job on the embedded MNIST: train, export + verify on the full test set, simulate the
 # whole test set on the accelerator, build the ULX3S bitstream, and write the report.
@@ -137,7 +137,7 @@ test-all: setup
 
 # FINN's BNN zoo (11 configs) trained, exported, verified and simulated: build/interop/interop.json
 interop: setup
-	$(PY) -m bitlens.interop
+	$(PY) -m bitlens interop
 
 # The findings across datasets x topologies (BNN vs twin, SEEDS each) as cached Dask tasks:
 # build/study/{index.html,study.json}. IMAGES= only when given (its default above is the
@@ -151,7 +151,7 @@ STUDYOPTS  = $(if $(call given,IMAGES),--images $(IMAGES)) $(if $(EPOCHS),--epoc
              $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(if $(WORKERS),--workers $(WORKERS))
 study: setup
 	$(if $(filter fashion-mnist,$(DATASETS)),$(fashion_install))
-	$(PY) -m bitlens.study --datasets $(DATASETS) --models $(MODELS) --seeds $(SEEDS) $(strip $(STUDYOPTS))
+	$(PY) -m bitlens study --datasets $(DATASETS) --models $(MODELS) --seeds $(SEEDS) $(strip $(STUDYOPTS))
 
 bench: setup
 	$(PY) -m bitlens.bench.reference

@@ -1,4 +1,4 @@
-"""FINN's BNN zoo through BitLens, every config: `python -m bitlens.interop [--models ...]`.
+"""FINN's BNN zoo through BitLens, every config: `python -m bitlens interop [--models ...]`.
 
 For each `bnn-pynq:<config>` of brevitas_examples: train (1 epoch; CNV on the first 10k training
 images), export + verify (reference vs qonnx and vs Brevitas' integer outputs), simulate the
@@ -6,13 +6,14 @@ accelerator on test images against the reference, and tell for every board wheth
 design fits (with the numbers when it does not). Writes build/interop/interop.json; a model whose
 step fails is recorded with the error, and the others still run.
 """
-import argparse
 import json
 import os
 import sys
 import time
 import traceback
 
+from bitlens.cli import errors
+from bitlens.cli import options as O
 from hw.boards import BOARDS, get_board
 from hw.errors import CompileError
 from hw.estimate import estimate
@@ -63,19 +64,22 @@ def check(cfg, board, fc_images, cnv_images, verify_fc, verify_cnv):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    return errors.run(_main, argv)
+
+
+def _main(argv):
+    p = O.Parser(prog="python -m bitlens interop", description=__doc__.splitlines()[0])
     p.add_argument("--models", default=",".join(FINN_ZOO), help="comma-separated bnn_pynq configs")
     p.add_argument("--board", default="ulx3s", help="board whose accelerator is simulated")
-    p.add_argument("--fc-images", type=int, default=1000)
-    p.add_argument("--cnv-images", type=int, default=5)
-    p.add_argument("--verify-fc", type=int, default=None, help="verified test images for FC (default all)")
-    p.add_argument("--verify-cnv", type=int, default=500)
+    p.add_argument("--fc-images", type=O.positive_int, default=1000)
+    p.add_argument("--cnv-images", type=O.positive_int, default=5)
+    p.add_argument("--verify-fc", type=O.positive_int, default=None, help="verified test images for FC (default all)")
+    p.add_argument("--verify-cnv", type=O.positive_int, default=500)
     a = p.parse_args(argv)
     models = [m.strip() for m in a.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in FINN_ZOO]
     if unknown:
-        print(f"error: unknown bnn_pynq config {unknown[0]}; known: {', '.join(FINN_ZOO)}", file=sys.stderr)
-        return 1
+        raise ValueError(f"--models: {O.unknown('bnn_pynq config', unknown[0], FINN_ZOO)}")
     rows = json.loads(OUT.read_text()).get("models", {}) if OUT.is_file() else {}
     for cfg in models:
         t0 = time.time()

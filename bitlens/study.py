@@ -17,10 +17,12 @@ import jinja2
 
 from bitlens import study_tasks
 from bitlens.cache import TaskCache
+from bitlens.cli import errors
+from bitlens.cli import options as O
 from bitlens.cluster import Cluster, cached_mapper
 from explain import report as R
 from explain.methods import METHODS, method_names
-from model import cli, paths, publish, zoo
+from model import paths, publish, zoo
 from model.data import DATASETS
 
 TASKS = SimpleNamespace(train=study_tasks.train, export=study_tasks.export, sources=study_tasks.StudySources)
@@ -130,27 +132,27 @@ def publish_study(doc, run_info, out):
 
 
 def main(argv=None):
-    return cli.run(_main, argv)
+    return errors.run(_main, argv)
 
 
 def _main(argv=None):
-    p = cli.Parser(prog="python -m bitlens.study", description=__doc__.splitlines()[0])
+    p = O.Parser(prog="python -m bitlens.study", description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"])
     p.add_argument("--models", nargs="+", default=["tfc", "cnv"], help="topologies (tfc, cnv, ...) or zoo BNNs")
-    p.add_argument("--seeds", nargs="+", type=cli.nonneg_int, default=[0, 1, 2])
-    p.add_argument("--images", type=cli.positive_int, help="images explained (default: the report's, 100 MLP / 20 CNV)")
-    p.add_argument("--epochs", type=cli.positive_int, help="training epochs (default: the topology's)")
-    p.add_argument("--limit", type=cli.positive_int, help="train on the first N training images only")
-    p.add_argument("--verify", type=cli.positive_int, default=200, help="test images each export is verified on")
+    p.add_argument("--seeds", nargs="+", type=O.nonneg_int, default=[0, 1, 2])
+    p.add_argument("--images", type=O.positive_int, help="images explained (default: the report's, 100 MLP / 20 CNV)")
+    p.add_argument("--epochs", type=O.positive_int, help="training epochs (default: the topology's)")
+    p.add_argument("--limit", type=O.positive_int, help="train on the first N training images only")
+    p.add_argument("--verify", type=O.positive_int, default=200, help="test images each export is verified on")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--scheduler", default=None, help="tcp://host:port of a running Dask scheduler (default: a local cluster)")
-    p.add_argument("--workers", type=cli.positive_int, default=2, help="local cluster: worker processes")
+    p.add_argument("--workers", type=O.positive_int, default=2, help="local cluster: worker processes")
     p.add_argument("--out", default=str(paths.BUILD / "study"))
     p.add_argument("--cache", default=str(paths.BUILD / "cache"))
     a = p.parse_args(argv)
     for d in a.datasets:
         if d not in DATASETS:
-            raise StudyError(f"--datasets: unknown dataset '{d}'; known: {', '.join(DATASETS)}")
+            raise StudyError(f"--datasets: {O.unknown('dataset', d, DATASETS)}")
     try:
         methods = method_names(a.methods)
     except ValueError as e:

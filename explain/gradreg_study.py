@@ -1,7 +1,7 @@
-"""Gradient-regularisation study: `python -m explain.gradreg_study --model tfc-w1a1 [--lam 7.5e-3]`.
+"""Gradient-regularisation study (`python -m bitlens gradreg --model tfc-w1a1 [--lam 7.5e-3]`).
 
 Trains the BNN and its full-precision twin twice on the same schedule (seed 0): plain, and with
-the guided-gradient loss (explain.gradreg, `model.train --gradreg`), into
+the guided-gradient loss (explain.gradreg, `model.train.train(gradreg=...)`), into
 build/gradreg/<model>/{plain,gradreg}/. The schedule is the zoo's own for MLPs (8 epochs on all
 50k training images: the double backward pass took 4 s per 10k images for tfc-w1a1 here, 2 s
 without it), and 1 epoch on the first 10k images for CNV, whose double backward through the
@@ -11,10 +11,8 @@ the same test images: test accuracy; how much the plain input gradient resembles
 faithfulness (deletion / insertion AUC) of the gradient maps, with 95 % intervals (bootstrap
 over images) and paired Wilcoxon tests. The BNN is measured on its bit-exact reference
 (streamlined here). Writes build/gradreg/<model>/study.json; the report shows it when present."""
-import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -129,35 +127,3 @@ def run(model, lam=LAMBDA, n_images=100, root=None, steps=28, progress=True, epo
     tmp.write_text(json.dumps(doc, indent=1) + "\n")
     os.replace(tmp, path)
     return doc, path
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="tfc-w1a1")
-    ap.add_argument("--lam", type=float, default=LAMBDA, help="weight of the guided-gradient loss")
-    ap.add_argument("--images", type=int, default=100)
-    ap.add_argument("--epochs", type=int, help="training epochs of both variants (default: see above)")
-    ap.add_argument("--limit", type=int, help="training images of both variants (default: see above)")
-    a = ap.parse_args(argv)
-    try:
-        if zoo.parse_name(a.model)[3] is None:
-            raise ValueError(f"--model takes the BNN ({zoo.twin_of(a.model)}); its twin is studied alongside")
-        if a.lam <= 0 or a.images < 1 or any(v is not None and v < 1 for v in (a.epochs, a.limit)):
-            raise ValueError("--lam, --images, --epochs and --limit must be positive")
-        doc, path = run(a.model, a.lam, a.images, epochs=a.epochs, limit=a.limit)
-    except (ValueError, OSError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    for kind, k in doc["kinds"].items():
-        c = k["cosine_gradient_vs_guided"]
-        print(f"{k['name']}: cos(gradient, guided) {c['plain']['mean']:.3f} -> {c['gradreg']['mean']:.3f} "
-              f"(p {c['p_wilcoxon']:.2g}); TV {k['total_variation']['plain']['mean']:.4f} -> "
-              f"{k['total_variation']['gradreg']['mean']:.4f}; deletion AUC {k['deletion_auc']['plain']['mean']:.3f} -> "
-              f"{k['deletion_auc']['gradreg']['mean']:.3f}; test accuracy {k['test_accuracy']['plain']} -> "
-              f"{k['test_accuracy']['gradreg']}")
-    print(f"-> {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

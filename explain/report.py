@@ -1,4 +1,4 @@
-"""Per-board explanation report: `python -m explain.report --model tfc-w1a1 --board ulx3s|all`.
+"""Per-board explanation report (`python -m bitlens report --model tfc-w1a1 --board ulx3s|all`).
 
 Explains the BNN (the bit-exact reference built from build/<M>/streamlined.onnx, per seed where
 present) and its full-precision twin on a fixed class-balanced test subset with every method,
@@ -7,12 +7,10 @@ build/<M>/<B>/report/index.html (one self-contained page, rendered from template
 and report.json. The expensive work runs as explain.tasks calls through a mapper (serial here,
 Dask in a study); this module only lists the calls and assembles their results.
 """
-import argparse
 import base64
 import functools
 import io
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +24,9 @@ from scipy.ndimage import binary_dilation
 from explain import metrics as X
 from explain import qmetrics as Q
 from explain import tasks as T
-from explain.methods import METHODS, SIGN, attribute, method_names, occlusion_inputs, occlusion_map
+from explain.methods import METHODS, SIGN, attribute, occlusion_inputs, occlusion_map
 from explain.sources import Sources
-from hw.boards import BOARDS
 from model import paths, publish, zoo
-from model.data import DATASETS
 from sim.occlusion import run as run_occlusion
 
 KINDS = ("bnn", "fp")
@@ -644,66 +640,3 @@ def write_report(res, board, root):
         (stage / out.name / "report.json").write_text(json.dumps(doc, indent=1) + "\n")
         (stage / out.name / "index.html").write_text(page)
     return out
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="tfc-w1a1")
-    p.add_argument("--board", default="ulx3s", help="a board of hw.boards or 'all'")
-    p.add_argument("--images", type=int, default=DEFAULT_IMAGES, help="class-balanced test images explained")
-    p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--neuromask-steps", type=int, default=None,
-                   help=f"default {METHODS['neuromask']['steps']} for MLPs, {CNV_DEFAULTS['neuromask_steps']} for CNV")
-    p.add_argument("--smoothgrad-samples", type=int, default=METHODS["smoothgrad"]["samples"])
-    p.add_argument("--final-images", type=int, default=1000)
-    p.add_argument("--road-images", type=int, default=ROAD_IMAGES,
-                   help="images scored by quantus' ROAD (noisy linear imputation is slow): the first N of --images")
-    p.add_argument("--sanity-images", type=int, default=SANITY_IMAGES,
-                   help="images of the randomisation checks: the first N of --images")
-    p.add_argument("--shard-images", type=int, default=SHARD_IMAGES, help="images per task")
-    p.add_argument("--threads", type=int, default=THREADS, help="torch threads of this process")
-    p.add_argument("--hardware-images", type=int, default=None,
-                   help="test images occluded on the simulated accelerator (default 10 for MLPs, 2 for CNV)")
-    p.add_argument("--root", default=None, help="build folder (default ./build)")
-    p.add_argument("--twin", default=None, help="the full-precision model to compare with (default: the zoo's twin)")
-    p.add_argument("--dataset", default=None, help="default: the one the BNN (seed 0) was trained on")
-    a = p.parse_args(argv)
-    try:
-        if not zoo.spec(a.model).quantised:
-            raise ReportError(f"--model takes the BNN ({zoo.twin_of(a.model)}); its twin {a.model} is explained alongside")
-        boards = list(BOARDS) if a.board == "all" else [a.board.lower()]
-        for b in boards:
-            if b not in BOARDS:
-                raise ReportError(f"unknown board '{b}'; known: {', '.join(BOARDS)}, all")
-        methods = method_names(a.methods)
-        sources = Sources(a.root)
-        if a.dataset is not None and a.dataset not in DATASETS:
-            raise ReportError(f"unknown dataset '{a.dataset}'; known: {', '.join(DATASETS)}")
-        sources.dataset = a.dataset or sources.trained_dataset(a.model, 0) or "mnist"
-        if a.hardware_images is not None and a.hardware_images < 1:
-            raise ReportError(f"--hardware-images must be positive, got {a.hardware_images}")
-        steps = a.neuromask_steps or default_options(a.model)["neuromask"]["steps"]
-        for what, v in (("--images", a.images), ("--neuromask-steps", steps), ("--sanity-images", a.sanity_images),
-                        ("--shard-images", a.shard_images), ("--threads", a.threads)):
-            if v < 1:
-                raise ReportError(f"{what} must be positive, got {v}")
-        if a.road_images < 1:
-            raise ReportError(f"--road-images must be positive, got {a.road_images}")
-        opts = dict(default_options(a.model), neuromask=dict(steps=steps), smoothgrad=dict(samples=a.smoothgrad_samples),
-                    quantus=dict(road_images=a.road_images))
-        if a.hardware_images:
-            opts["hardware_occlusion"] = dict(images=a.hardware_images)
-        torch.set_num_threads(a.threads)
-        res = compute(a.model, sources, a.images, methods, opts, sanity_images=a.sanity_images,
-                      final_images=a.final_images, twin=a.twin, shard=a.shard_images)
-        for b in boards:
-            out = write_report(res, b, sources.root)
-            print(f"{a.model} on {b}: {out / 'index.html'}")
-    except (ValueError, OSError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

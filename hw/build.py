@@ -1,4 +1,4 @@
-"""`python -m hw.build --model M --board B [--folding F] [--target-fps N]`
+"""`python -m bitlens build --model M --board B [--folding F] [--target-fps N]` (`make bitstream`)
 
 Compiles build/<M>/streamlined.onnx into Verilog (hw.compile.compile_graph, into
 build/<M>/<B>/hw/), then
@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from hw.bitstream import atomic_write_json, build_lattice
-from hw.boards import BOARDS, DEFAULT_BOARD, get_board
+from hw.boards import get_board
 from hw.compile import compile_graph
 from hw.folding import load_folding
 from hw.finn_folder import run_finn, write_finn_folder
 from hw.host import output_affine
 from hw.xilinx import xilinx_resources
-from model import cli, paths, publish
+from model import paths, publish
 
 REPO = Path(__file__).resolve().parent.parent
 EXIT_FINN_NOT_RUN = 2
@@ -80,7 +80,7 @@ def build(model: str, board_name: str, folding_path=None, target_fps=None, baud=
             atomic_write_json(stage / "resources.json", res)
         print(f"bitstream: {_show(board_dir / 'bitstream.bit')}  "
               f"(program: openFPGALoader -b {board.name} {_show(board_dir / 'bitstream.bit')}; "
-              f"run: python -m hw.host --model {model} --port /dev/ttyUSB0)")
+              f"run: python -m bitlens host --model {model} --port /dev/ttyUSB0)")
         return 0
 
     with publish.staging(board_dir, "build", drop=("bitstream.bit", "board")) as stage:
@@ -99,23 +99,3 @@ def build(model: str, board_name: str, folding_path=None, target_fps=None, baud=
           f"bitfile: cd $FINN_ROOT && ./run-docker.sh build_custom {folder}  (see {folder / 'README.md'})",
           file=sys.stderr)
     return EXIT_FINN_NOT_RUN
-
-
-def main(argv=None) -> int:
-    return cli.run(_main, argv)
-
-
-def _main(argv=None) -> int:
-    ap = cli.Parser(prog="python -m hw.build", description="Compile a BitLens model to Verilog, then build a bitstream (Lattice boards) or a resource estimate and FINN build folder (Xilinx boards).")
-    ap.add_argument("--model", required=True, help="model name, e.g. tfc-w1a1 (build/<model>/)")
-    ap.add_argument("--board", default=DEFAULT_BOARD, help=f"one of: {', '.join(BOARDS)}")
-    ap.add_argument("--folding", help="folding config JSON keyed by MVAU_i (FINN format)")
-    ap.add_argument("--target-fps", type=cli.positive_float, help="let the compiler pick the folding for this rate")
-    ap.add_argument("--baud", type=cli.positive_int, help="UART baud for Lattice boards (default 1000000; must divide the clock)")
-    ap.add_argument("--freq", type=cli.positive_float, help="nextpnr target MHz (default the board clock)")
-    args = ap.parse_args(argv)
-    return build(args.model, args.board, args.folding, args.target_fps, args.baud, args.freq)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

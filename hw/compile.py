@@ -3,19 +3,18 @@
 graph (qonnx) -> layer IR (Thresholding / SWG / MVAU / Pool) -> folding (given or chosen) -> analytic estimates
 -> RTL folder: units, generated top `bitlens_top` (FINN port names), memory files, manifest.
 
-    python -m hw.compile --model tfc-w1a1 --board ulx3s [--folding F.json] [--target-fps N]
+    python -m bitlens compile --model tfc-w1a1 --board ulx3s [--folding F.json] [--target-fps N]
 """
 import json
-import sys
 from pathlib import Path
 
 from hw.boards import DEFAULT_BOARD, get_board
 from hw.emit import write_rtl
-from hw.errors import CompileError, FitError
+from hw.errors import FitError
 from hw.estimate import _fit_message, estimate, fits
 from hw.folding import apply_folding, choose_folding, folding_dict, load_folding
 from hw.ir import read_graph
-from model import cli, paths, publish
+from model import publish
 
 
 def compile_graph(onnx_path, out_dir, board=DEFAULT_BOARD, folding=None, target_fps=None) -> dict:
@@ -44,35 +43,3 @@ def compile_graph(onnx_path, out_dir, board=DEFAULT_BOARD, folding=None, target_
         publish.atomic_text(work / "folding.json", json.dumps(fd, indent=1))
         publish.atomic_text(work / "estimates.json", json.dumps(est, indent=1))
     return dict(manifest=manifest, estimates=est, folding=fd, out_dir=str(out_dir), graph=graph)
-
-
-def main(argv=None):
-    return cli.run(_main, argv)
-
-
-def _main(argv=None):
-    ap = cli.Parser(prog="python -m hw.compile", description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--board", default=DEFAULT_BOARD)
-    ap.add_argument("--graph", help="streamlined graph (default build/<model>/streamlined.onnx)")
-    ap.add_argument("--out", help="output folder (default build/<model>/<board>/hw)")
-    ap.add_argument("--folding", help="FINN-format folding JSON")
-    ap.add_argument("--target-fps", type=cli.positive_float)
-    a = ap.parse_args(argv)
-    graph = a.graph or paths.streamlined(a.model)
-    if not Path(graph).is_file():
-        raise CompileError(f"{graph}: no streamlined graph (run `make export MODEL={a.model}` first)")
-    out = a.out or paths.board_dir(a.model, a.board) / "hw"
-    r = compile_graph(graph, out, a.board, a.folding, a.target_fps)
-    e = r["estimates"]
-    for row in e["layers"]:
-        print(f"{row['layer']:>10} {row['kind']:>5} cycles {row['cycles']:>8} LUT {row['lut']:>7} "
-              f"FF {row['ff']:>7} BRAM {row['bram']:>4}" + (f"  PE {row['PE']} SIMD {row['SIMD']}" if "PE" in row else ""))
-    t = e["total"]
-    print(f"II {e['analytic_ii']} cycles, {e['fps']:.1f} FPS at {e['clock_mhz']} MHz; LUT {t['lut']} FF {t['ff']} "
-          f"BRAM {t['bram']}; written to {r['out_dir']}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

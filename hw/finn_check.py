@@ -1,4 +1,4 @@
-"""`python -m hw.finn_check --model M --board pynq-z1 [--images 500] [--folding F]` (`make finn-check`)
+"""`python -m bitlens finn-check --model M --board pynq-z1 [--images 500] [--folding F]` (`make finn-check`)
 
 Runs a real FINN (finn-plus, in its own venv .venv-finn: its pins clash with BitLens' .venv) on the
 FINN build folder BitLens writes, and checks every FINN step against the bit-exact reference:
@@ -8,15 +8,12 @@ FINN build folder BitLens writes, and checks every FINN step against the bit-exa
    `.venv-finn/bin/python hw/finn_steps.py` runs FINN's builder steps on the folder, executing
    FINN's Python model after each on all N images (the two sides talk only through files);
 4. build/<M>/<B>/finn/finn_check.json: per step images / equal (and any MVAU whose accumulator
-   datatype cannot hold its true range), FINN's and BitLens' estimates.
-Exit 0 when every step that ran is equal on every image, no accumulator can overflow and the IIs
-agree; else 1, one line why.
+   datatype cannot hold its true range), FINN's and BitLens' estimates; `verdict` says whether
+   the check passed.
 """
-import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -140,32 +137,3 @@ def verdict(res) -> str:
     if not res["ii_equal"]:
         return f"FINN's II {res['finn'].get('ii')} != BitLens' II {res['bitlens']['ii']}"
     return ""
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--board", default="pynq-z1")
-    ap.add_argument("--images", type=int, default=500, help="test images run through FINN's model after each step")
-    ap.add_argument("--folding", help="folding JSON keyed MVAU_i (default: hw.compile's choice for the board)")
-    ap.add_argument("--target-fps", type=float)
-    a = ap.parse_args(argv)
-    try:
-        res, path = finn_check(a.model, a.board, a.images, a.folding, a.target_fps)
-    except (ValueError, RuntimeError, OSError) as e:
-        print(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr)
-        return 1
-    for s in res["steps"]:
-        print(f"  {s['step']:<34} " + (f"{s['equal']}/{s['images']} equal" if "equal" in s else f"not run: {s['why']}"))
-    f, b = res["finn"], res["bitlens"]
-    print(f"FINN: II {f.get('ii')}, LUT {f.get('lut')}, BRAM18 {f.get('bram18')}; BitLens: II {b['ii']}, "
-          f"LUT {b['lut']}, BRAM18 {b['bram18']} -> {path}")
-    why = verdict(res)
-    if why:
-        print(f"error: {why}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

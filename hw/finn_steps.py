@@ -13,6 +13,10 @@ X.npy, comparing with Y.npy exactly. Steps that need Vivado / Vitis HLS are trie
 fails, the JSON says why and the steps after it that need its output are listed as not run.
 Writes R.json atomically: {"steps": [...], "finn": {"ii", "lut", "bram18", ...}, "finn_verify": ...}.
 Only numpy, onnx, qonnx and finn are imported: nothing of BitLens.
+
+It is the one library file that keeps a command line (argparse, `__main__`): hw.finn_check starts it
+as a subprocess under .venv-finn's interpreter, where the app layer (bitlens/cli) cannot be
+imported, so it cannot live there; users reach it through `python -m bitlens finn-check`.
 """
 import argparse
 import contextlib

@@ -1,4 +1,4 @@
-"""Host side of the UART board top: `python -m hw.host --port /dev/ttyUSB0 --model M --images N`.
+"""Host side of the UART board top (`python -m bitlens host --port /dev/ttyUSB0 --model M --images N`).
 
 Sends test-set images to a board programmed with build/<M>/<board>/bitstream.bit and prints the
 classes. The class is argmax of the logits the streamlined graph's final Mul/Add make of the
@@ -10,11 +10,9 @@ Wire format (hw/rtl/board_top_ecp5.v): per image, in_beats words of in_width/8 b
 endian, elements packed from the least significant bit; reply: each output element sign/zero
 extended to whole bytes, little endian, then one byte = argmax of the accumulators.
 """
-import argparse
 import json
 import os
 import select
-import sys
 import termios
 import time
 from pathlib import Path
@@ -23,9 +21,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from hw.bitstream import logits_f32
 from model import paths
-from model.data import load_split, pad_images
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build"
@@ -169,7 +165,8 @@ def reference_accs(streamlined: Path, images):
                      ["acc_out"].reshape(-1) for img in images]).astype(np.int64)
 
 
-def _load(model: str, board: str, build=BUILD):
+def load_built(model: str, board: str, build=BUILD):
+    """(resources.json, manifest.json, streamlined graph path) of a built model; one line when missing."""
     d = paths.board_dir(model, board, build)
     files = {"resources": d / "resources.json", "manifest": d / "hw" / "rtl" / "manifest.json",
              "streamlined": paths.streamlined(model, 0, build)}
@@ -179,61 +176,3 @@ def _load(model: str, board: str, build=BUILD):
             raise HostError(f"{p} missing: run `{hint} MODEL={model}`")
     return (json.loads(files["resources"].read_text()), json.loads(files["manifest"].read_text()),
             files["streamlined"])
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m hw.host", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--port", default="/dev/ttyUSB0")
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--board", default="ulx3s")
-    ap.add_argument("--images", type=int, default=10)
-    ap.add_argument("--dataset", default=None, help="default: the one in the streamlined graph's metadata")
-    ap.add_argument("--baud", type=int, help="override the baud recorded in resources.json")
-    ap.add_argument("--check", action="store_true", help="compare accumulators with the reference")
-    ap.add_argument("--build-dir", default=str(BUILD), help="build folder (default ./build)")
-    args = ap.parse_args(argv)
-    ser = None
-    try:
-        if args.images < 1:
-            raise HostError("--images must be >= 1")
-        if not os.path.exists(args.port):
-            raise HostError(f"cannot open {args.port}: no such device (is the board plugged in?)")
-        res, manifest, streamlined = _load(args.model, args.board, args.build_dir)
-        baud = args.baud or int(res["uart"]["baud"])
-        graph = onnx.load(str(streamlined))
-        shape = [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
-        meta = json.loads({p.key: p.value for p in graph.metadata_props}.get("bitlens", "{}"))
-        x, y = load_split(args.dataset or meta.get("dataset") or "mnist", "test")
-        x = pad_images(x[:args.images], shape[1])
-        ser = Serial(args.port, baud)
-        scale, bias = output_affine(streamlined)
-        t0 = time.time()
-
-        def show(i, a, c):
-            cls = int(np.argmax(logits_f32(a, scale, bias)))
-            print(f"image {i}: class {cls} (label {int(y[i])}, board {c})", flush=True)
-
-        accs, board_cls = classify(ser, x, manifest, baud, progress=show)
-        dt = time.time() - t0
-        cls = np.argmax(logits_f32(accs, scale, bias), axis=1)
-        if res.get("led_class_exact") and (board_cls != cls).any():
-            print(f"warning: the board's class differs from the host's on {int((board_cls != cls).sum())} "
-                  "images", file=sys.stderr)
-        print(f"{len(x)} images in {dt:.2f} s ({len(x) / dt:.1f} img/s), accuracy {np.mean(cls == y[:len(x)]):.4f}")
-        if args.check:
-            ref = reference_accs(streamlined, x)
-            bad = int((ref != accs).any(axis=1).sum())
-            print(f"reference check: {len(x) - bad}/{len(x)} images bit-exact")
-            if bad:
-                return 1
-        return 0
-    except (ValueError, RuntimeError, OSError) as e:
-        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 1
-    finally:
-        if ser is not None:
-            ser.close()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Export, streamline and verify: `python -m model.export --model tfc-w1a1 [--verify-images N]`.
+"""Export, streamline and verify (`python -m bitlens export --model tfc-w1a1 [--verify-images N]`).
 
 Writes build/<model>/model.qonnx.onnx (Brevitas QONNX export, dynamo=False as FINN needs),
 build/<model>/streamlined.onnx (the integer graph every consumer reads) and
@@ -21,7 +21,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 from tqdm import tqdm
 
-from model import cli, publish, zoo
+from model import publish, zoo
 from model import data as D
 from model.reference import Reference
 from model.streamline import StreamlineError, streamline, with_batch
@@ -189,23 +189,3 @@ def _export_into(out, net, name, dataset, seed, images, labels, verify_images, q
     result["streamlined_sha256"] = hashlib.sha256(spath.read_bytes()).hexdigest()
     publish.atomic_json(out / "verify.json", result)
     return result
-
-
-def main(argv=None):
-    return cli.run(_main, argv)
-
-
-def _main(argv=None):
-    p = cli.Parser(prog="python -m model.export", description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="tfc-w1a1")
-    p.add_argument("--dataset", default=None, help="default: the one the model was trained on")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--seed", type=cli.nonneg_int, default=0)
-    p.add_argument("--verify-images", type=cli.positive_int, default=None, help="verify on the first N test images (default: all)")
-    a = p.parse_args(argv)
-    export(a.model, a.dataset, a.seed, a.verify_images, a.data_dir)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

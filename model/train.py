@@ -1,4 +1,4 @@
-"""Train a zoo model: `python -m model.train --model tfc-w1a1 [--epochs N] [--seed S]`.
+"""Train a zoo model (`python -m bitlens train --model tfc-w1a1 [--epochs N] [--seed S]`).
 
 Deterministic on CPU for a given seed; checkpoints every epoch to <out>/ckpt.pt and resumes from
 it after an interruption; writes <out>/model.pt and <out>/train.json at the end.
@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from model import cli, publish, zoo
+from model import publish, zoo
 from model import data as D
 
 # Per-topology defaults that reach FINN's published accuracy or better on MNIST on 2 CPU cores.
@@ -194,30 +194,3 @@ def train(name, dataset="mnist", epochs=None, seed=0, out=None, batch=None, lr=N
     if not quiet:
         print(f"{name}: test accuracy {test:.4f} -> {done}")
     return result
-
-
-def main(argv=None):
-    return cli.run(_main, argv)
-
-
-def _main(argv=None):
-    p = cli.Parser(prog="python -m model.train", description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="tfc-w1a1")
-    p.add_argument("--dataset", default="mnist")
-    p.add_argument("--data-dir", default=None, help="folder with MNIST/Fashion-MNIST IDX files or CIFAR-10/100 python batches (default $DATA_DIR)")
-    p.add_argument("--epochs", type=cli.positive_int)
-    p.add_argument("--seed", type=cli.nonneg_int, default=0)
-    p.add_argument("--batch", type=cli.positive_int)
-    p.add_argument("--lr", type=cli.positive_float)
-    p.add_argument("--out", default=None, help="output folder (default build/<model>[/seed<k>])")
-    p.add_argument("--limit", type=cli.positive_int, help="train on the first N training images only")
-    p.add_argument("--force", action="store_true", help="retrain even if a finished run exists")
-    p.add_argument("--ckpt", default=None, help="use these weights (a state_dict file) instead of training")
-    a = p.parse_args(argv)
-    train(a.model, a.dataset, a.epochs, a.seed, a.out, a.batch, a.lr, 0.0, a.data_dir,
-          a.force, limit=a.limit, ckpt_in=a.ckpt)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,7 +16,6 @@ says (MNIST is zero-padded to 32x32 for CNV topologies).
 import hashlib
 import importlib.util
 import inspect
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -296,13 +295,3 @@ def seeds(name: str, root: Path | None = None):
     if base.is_dir():
         found += sorted(int(p.name[4:]) for p in base.glob("seed*") if p.name[4:].isdigit() and (p / "model.pt").is_file())
     return found
-
-
-if __name__ == "__main__":   # `python -m model.zoo twin NAME`: the Makefile asks for a model's twin
-    try:
-        if len(sys.argv) != 3 or sys.argv[1] != "twin":
-            raise ModelError("usage: python -m model.zoo twin MODEL")
-        print(twin_of(sys.argv[2]) or "")
-    except ModelError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)

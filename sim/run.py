@@ -1,7 +1,7 @@
 """Simulate a BitLens accelerator on test images and prove it equals the streamlined graph.
 
-    python -m sim.run --model M --board B --images N|all [--rtl FOLDER | --folding F | --target-fps N]
-                      [--simulator verilator|icarus] [--harness fast|cocotb]
+    python -m bitlens sim --model M --board B --images N|all [--rtl FOLDER | --folding F | --target-fps N]
+                          [--simulator verilator|icarus] [--harness fast|cocotb]
 
 Writes build/<M>/<B>/sim.json: images, equal, cycles_per_image (steady state), analytic_ii,
 simulator, harness, seconds (with the build), stream_seconds (streaming alone), cycles_per_second
@@ -13,14 +13,13 @@ that toggles the clock (sim/tb_cpp.py, harness "verilator-cpp"), on Icarus under
 clock in Verilog (sim/tb_fast.py, "cocotb-verilog-clock"); `cocotb` (sim/tb_top.py,
 "cocotb-stream") is the older wrapper clocked by cocotb's Clock, ~0.1-0.3 M cycles/s."""
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from hw.compile import compile_graph
-from model import cli, paths, publish
+from model import paths, publish
 from model.golden import expected_outputs, sample_images
 from sim import cocotb_env as E
 from sim.tb_cpp import run_cpp
@@ -86,40 +85,3 @@ def _simulate(rtl, graph, count, sim, base, chunk, idle_level, bp_level, progres
     res.setdefault("harness", "cocotb-stream")
     res.update(images_source=source, reference=ref_name)
     return res
-
-
-def main(argv=None):
-    return cli.run(_main, argv)
-
-
-def _main(argv=None):
-    ap = cli.Parser(prog="python -m sim.run", description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--board", default="ulx3s")
-    ap.add_argument("--images", default="100", type=cli.images_arg, help="number of test images or 'all'")
-    ap.add_argument("--rtl", help="RTL folder with FINN port names and manifest.json (skips compiling)")
-    ap.add_argument("--simulator", choices=["verilator", "icarus"])
-    ap.add_argument("--graph", help="streamlined graph (default build/<model>/streamlined.onnx)")
-    ap.add_argument("--out", help="output folder (default build/<model>/<board>)")
-    ap.add_argument("--folding", help="FINN-format folding JSON for the compiler")
-    ap.add_argument("--target-fps", type=cli.positive_float, help="let the compiler pick the folding for this rate")
-    ap.add_argument("--chunk", type=cli.positive_int, help="images per streamed chunk (default 1000 fast, 500 cocotb)")
-    ap.add_argument("--harness", choices=HARNESSES, default="fast",
-                    help="fast: stream driven inside the simulator (default); cocotb: cocotb-clocked wrapper")
-    ap.add_argument("--idle", type=int, choices=range(16), metavar="0..15", default=0, help="source idle level 0..15 (out of 16 cycles)")
-    ap.add_argument("--backpressure", type=int, choices=range(16), metavar="0..15", default=0, help="sink back-pressure level 0..15")
-    a = ap.parse_args(argv)
-    res = run(a.model, a.board, a.images, a.rtl, a.simulator, a.graph, a.out, a.chunk, folding=a.folding,
-              target_fps=a.target_fps, harness=a.harness, idle_level=a.idle, bp_level=a.backpressure)
-    cpi = res.get("cycles_per_image")
-    print(f"{res['images']} images ({res['images_source']}), equal: {res['equal']}, "
-          f"cycles/image {cpi if cpi is None else round(cpi, 2)} vs analytic II {res['analytic_ii']}, "
-          f"{res['simulator']} ({res['harness']}), {res['seconds']} s ({res.get('stream_seconds')} s streaming, "
-          f"{res.get('cycles_per_second')} cycles/s)")
-    if res.get("stall"):
-        print(f"error: {res['stall']}", file=sys.stderr)
-    return 0 if res["equal"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

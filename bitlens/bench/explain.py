@@ -3,13 +3,14 @@ build/bench/explain.json. Each model is explained as `make report` does it (its 
 class-balanced test images, every trained seed of the BNN and of its twin), the tasks run in
 this process, and the time of each kind of task is kept beside the total.
 Goals on 2 cores: TFC < 15 min, CNV < 60 min."""
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from bitlens.cli import errors
+from bitlens.cli import options as O
 from explain import report as R
 from explain import tasks as T
 from explain.sources import Sources
@@ -50,28 +51,26 @@ def bench(model, images=R.DEFAULT_IMAGES, root=None, dataset="mnist", progress=T
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    return errors.run(_main, argv)
+
+
+def _main(argv):
+    p = O.Parser(prog="python -m bitlens.bench.explain", description=__doc__.splitlines()[0])
     p.add_argument("--models", default="tfc-w1a1,cnv-w1a1", help="comma-separated BNNs of the zoo")
-    p.add_argument("--images", type=int, default=R.DEFAULT_IMAGES)
+    p.add_argument("--images", type=O.positive_int, default=R.DEFAULT_IMAGES)
     p.add_argument("--out", default=str(paths.BUILD / "bench" / "explain.json"))
     p.add_argument("--board", default=None, help="also publish each model's report for this board")
-    p.add_argument("--threads", type=int, default=R.THREADS, help="torch threads (the report's default)")
+    p.add_argument("--threads", type=O.positive_int, default=R.THREADS, help="torch threads (the report's default)")
     a = p.parse_args(argv)
-    try:
-        if a.images < 1 or a.threads < 1:
-            raise ValueError("--images and --threads must be positive")
-        torch.set_num_threads(a.threads)
-        doc = dict(torch_threads=torch.get_num_threads(), results={})
-        for model in [m.strip() for m in a.models.split(",") if m.strip()]:
-            r = doc["results"][model] = bench(model, a.images, board=a.board)
-            print(f"{model}: {r['images']} images, seeds {r['seeds']}: {r['minutes']} min of analysis "
-                  f"(goal {r['goal_seconds'] // 60} min at {R.DEFAULT_IMAGES} images: "
-                  f"{ {True: 'met', False: 'not met', None: 'not measured'}[r['goal_met']] })")
-            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-            publish.atomic_json(a.out, doc)   # each model as it finishes: a CNV run is long
-    except (ValueError, OSError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    torch.set_num_threads(a.threads)
+    doc = dict(torch_threads=torch.get_num_threads(), results={})
+    for model in [m.strip() for m in a.models.split(",") if m.strip()]:
+        r = doc["results"][model] = bench(model, a.images, board=a.board)
+        print(f"{model}: {r['images']} images, seeds {r['seeds']}: {r['minutes']} min of analysis "
+              f"(goal {r['goal_seconds'] // 60} min at {R.DEFAULT_IMAGES} images: "
+              f"{ {True: 'met', False: 'not met', None: 'not measured'}[r['goal_met']] })")
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        publish.atomic_json(a.out, doc)   # each model as it finishes: a CNV run is long
     print(f"-> {a.out}")
     return 0
 

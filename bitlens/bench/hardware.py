@@ -8,17 +8,18 @@ II is the default design's. Without a whole-test-set run it simulates a sample (
 build/bench/sim/, the user's sim.json untouched) and extrapolates, saying so. Builds bitstreams
 only when asked (--build-bitstreams). Also records every built board's synthesis-vs-estimate
 ratios and every whole-test-set sim.json found."""
-import argparse
 import json
 import sys
 import time
 
+from bitlens.cli import errors
+from bitlens.cli import options as O
 from hw.boards import get_board
 from hw.build import build as build_bitstream
 from hw.estimate import estimate
 from hw.folding import choose_folding
 from hw.ir import read_graph
-from model import cli, paths, publish
+from model import paths, publish
 from model.golden import sample_images
 from sim.run import run
 
@@ -176,14 +177,14 @@ def table(rows, board):
 
 
 def main(argv=None):
-    return cli.run(_main, argv)
+    return errors.run(_main, argv)
 
 
 def _main(argv=None):
-    ap = cli.Parser(prog="python -m bitlens.bench.hardware", description=__doc__.splitlines()[0])
+    ap = O.Parser(prog="python -m bitlens.bench.hardware", description=__doc__.splitlines()[0])
     ap.add_argument("--board", default="ulx3s")
     ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--sample", type=cli.positive_int,
+    ap.add_argument("--sample", type=O.positive_int,
                     help="images simulated when no whole-test-set sim.json exists (default: TFC 1000, CNV 20)")
     ap.add_argument("--build-bitstreams", action="store_true",
                     help="build the default design's bitstream where none of it exists (minutes each)")

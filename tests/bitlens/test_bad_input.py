@@ -1,4 +1,5 @@
-"""Bad input and interruptions, tried through the CLIs as a user would (issue 12, Reliability).
+"""Bad input and interruptions, tried through the commands (`python -m bitlens <command>`) as a user
+would (issue 12, Reliability).
 
 Every case asserts: exit code != 0, exactly one message line on stderr naming the option or file
 and the cause, no traceback, no temporary or staging file left, and the prior artifacts (a
@@ -30,7 +31,7 @@ def _env(root):
 
 
 def _run(root, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=_env(root), capture_output=True,
+    return subprocess.run([sys.executable, "-m", "bitlens", *args], cwd=REPO, env=_env(root), capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -51,11 +52,11 @@ def _leftovers(root):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("build")
-    r = _run(root, "model.train", "--model", MODEL, "--epochs", "1", "--limit", "200")
+    r = _run(root, "train", "--model", MODEL, "--epochs", "1", "--limit", "200")
     assert r.returncode == 0, r.stderr[-2000:]
-    r = _run(root, "model.export", "--model", MODEL, "--verify-images", "20")
+    r = _run(root, "export", "--model", MODEL, "--verify-images", "20")
     assert r.returncode == 0, r.stderr[-2000:]
-    r = _run(root, "hw.compile", "--model", MODEL, "--board", "ulx3s")
+    r = _run(root, "compile", "--model", MODEL, "--board", "ulx3s")
     assert r.returncode == 0, r.stderr[-2000:]
     return root
 
@@ -76,46 +77,46 @@ def files(tmp_path_factory):
 
 # (CLI and arguments, a word the one message line must hold); {d} is the folder of bad input files
 CASES = [
-    (["model.train", "--epochs", "0"], "--epochs"),
-    (["model.train", "--epochs", "abc"], "--epochs"),
-    (["model.train", "--batch", "-3"], "--batch"),
-    (["model.train", "--lr", "0"], "--lr"),
-    (["model.train", "--lr", "fast"], "--lr"),
-    (["model.train", "--limit", "0"], "--limit"),
-    (["model.train", "--seed", "-1"], "--seed"),
-    (["model.train", "--model", "nosuch-net"], "nosuch-net"),
-    (["model.train", "--ckpt", "/nonexistent/w.pt"], "/nonexistent/w.pt"),
-    (["model.export", "--verify-images", "0"], "--verify-images"),
-    (["model.export", "--verify-images", "abc"], "--verify-images"),
-    (["model.export", "--seed", "x"], "--seed"),
-    (["model.export", "--seed", "7"], "model.pt"),
-    (["model.export", "--dataset", "cifar10"], "trained on"),
-    (["hw.compile", "--model", MODEL, "--folding", "/nonexistent.json"], "/nonexistent.json"),
-    (["hw.compile", "--model", MODEL, "--folding", "{d}/notjson.json"], "not JSON"),
-    (["hw.compile", "--model", MODEL, "--folding", "{d}/list.json"], "list.json"),
-    (["hw.compile", "--model", MODEL, "--folding", "{d}/entry_str.json"], "MVAU_0"),
-    (["hw.compile", "--model", MODEL, "--folding", "{d}/pe_str.json"], "MVAU_0.PE"),
-    (["hw.compile", "--model", MODEL, "--folding", "{d}/pe_zero.json"], "MVAU_0.PE"),
-    (["hw.compile", "--model", MODEL, "--folding", "{d}/simd_bool.json"], "MVAU_0.SIMD"),
-    (["hw.compile", "--model", MODEL, "--folding", "{d}/unknown.json"], "MVAU_99"),
-    (["hw.compile", "--model", MODEL, "--target-fps", "0"], "--target-fps"),
-    (["hw.compile", "--model", MODEL, "--target-fps", "abc"], "--target-fps"),
-    (["hw.compile", "--model", MODEL, "--board", "nosuch-board"], "nosuch-board"),
-    (["hw.compile", "--model", "nosuch-net"], "streamlined"),
-    (["hw.compile", "--model", MODEL, "--graph", "{d}/bad.onnx"], "bad.onnx"),
-    (["hw.compile", "--model", MODEL, "--out", "/proc/bitlens-hw"], "/proc"),
-    (["hw.build", "--model", MODEL, "--baud", "abc"], "--baud"),
-    (["hw.build", "--model", MODEL, "--freq", "-5"], "--freq"),
-    (["hw.build", "--model", MODEL, "--board", "nosuch-board"], "nosuch-board"),
-    (["hw.build", "--model", "nosuch-net"], "streamlined"),
-    (["hw.build", "--model", MODEL, "--folding", "{d}/pe_str.json"], "MVAU_0.PE"),
-    (["sim.run", "--model", MODEL, "--images", "abc"], "--images"),
-    (["sim.run", "--model", MODEL, "--images", "0"], "--images"),
-    (["sim.run", "--model", MODEL, "--idle", "20"], "--idle"),
-    (["sim.run", "--model", MODEL, "--chunk", "0"], "--chunk"),
-    (["sim.run", "--model", MODEL, "--harness", "slow"], "--harness"),
-    (["sim.run", "--model", "nosuch-net"], "streamlined"),
-    (["sim.run", "--model", MODEL, "--folding", "{d}/entry_str.json"], "MVAU_0"),
+    (["train", "--epochs", "0"], "--epochs"),
+    (["train", "--epochs", "abc"], "--epochs"),
+    (["train", "--batch", "-3"], "--batch"),
+    (["train", "--lr", "0"], "--lr"),
+    (["train", "--lr", "fast"], "--lr"),
+    (["train", "--limit", "0"], "--limit"),
+    (["train", "--seed", "-1"], "--seed"),
+    (["train", "--model", "nosuch-net"], "nosuch-net"),
+    (["train", "--ckpt", "/nonexistent/w.pt"], "/nonexistent/w.pt"),
+    (["export", "--verify-images", "0"], "--verify-images"),
+    (["export", "--verify-images", "abc"], "--verify-images"),
+    (["export", "--seed", "x"], "--seed"),
+    (["export", "--seed", "7"], "model.pt"),
+    (["export", "--dataset", "cifar10"], "trained on"),
+    (["compile", "--model", MODEL, "--folding", "/nonexistent.json"], "/nonexistent.json"),
+    (["compile", "--model", MODEL, "--folding", "{d}/notjson.json"], "not JSON"),
+    (["compile", "--model", MODEL, "--folding", "{d}/list.json"], "list.json"),
+    (["compile", "--model", MODEL, "--folding", "{d}/entry_str.json"], "MVAU_0"),
+    (["compile", "--model", MODEL, "--folding", "{d}/pe_str.json"], "MVAU_0.PE"),
+    (["compile", "--model", MODEL, "--folding", "{d}/pe_zero.json"], "MVAU_0.PE"),
+    (["compile", "--model", MODEL, "--folding", "{d}/simd_bool.json"], "MVAU_0.SIMD"),
+    (["compile", "--model", MODEL, "--folding", "{d}/unknown.json"], "MVAU_99"),
+    (["compile", "--model", MODEL, "--target-fps", "0"], "--target-fps"),
+    (["compile", "--model", MODEL, "--target-fps", "abc"], "--target-fps"),
+    (["compile", "--model", MODEL, "--board", "nosuch-board"], "nosuch-board"),
+    (["compile", "--model", "nosuch-net"], "streamlined"),
+    (["compile", "--model", MODEL, "--graph", "{d}/bad.onnx"], "bad.onnx"),
+    (["compile", "--model", MODEL, "--out", "/proc/bitlens-hw"], "/proc"),
+    (["build", "--model", MODEL, "--baud", "abc"], "--baud"),
+    (["build", "--model", MODEL, "--freq", "-5"], "--freq"),
+    (["build", "--model", MODEL, "--board", "nosuch-board"], "nosuch-board"),
+    (["build", "--model", "nosuch-net"], "streamlined"),
+    (["build", "--model", MODEL, "--folding", "{d}/pe_str.json"], "MVAU_0.PE"),
+    (["sim", "--model", MODEL, "--images", "abc"], "--images"),
+    (["sim", "--model", MODEL, "--images", "0"], "--images"),
+    (["sim", "--model", MODEL, "--idle", "20"], "--idle"),
+    (["sim", "--model", MODEL, "--chunk", "0"], "--chunk"),
+    (["sim", "--model", MODEL, "--harness", "slow"], "--harness"),
+    (["sim", "--model", "nosuch-net"], "streamlined"),
+    (["sim", "--model", MODEL, "--folding", "{d}/entry_str.json"], "MVAU_0"),
 ]
 
 
@@ -158,7 +159,7 @@ def test_kill9_during_export(built):
     before = _state(built)
     assert _pair_consistent(built)
     d = Path(built) / MODEL
-    p = subprocess.Popen([sys.executable, "-m", "model.export", "--model", MODEL, "--verify-images", "2000"],
+    p = subprocess.Popen([sys.executable, "-m", "bitlens", "export", "--model", MODEL, "--verify-images", "2000"],
                          cwd=REPO, env=_env(built), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
     try:
@@ -176,7 +177,7 @@ def test_kill9_during_export(built):
 def test_ctrl_c_during_export(built):
     before = _state(built)
     d = Path(built) / MODEL
-    p = subprocess.Popen([sys.executable, "-m", "model.export", "--model", MODEL, "--verify-images", "2000"],
+    p = subprocess.Popen([sys.executable, "-m", "bitlens", "export", "--model", MODEL, "--verify-images", "2000"],
                          cwd=REPO, env=_env(built), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert _wait_for(lambda: any(d.glob(".staging-export-*/streamlined.onnx")), p), "export never staged"
     p.send_signal(signal.SIGINT)
@@ -204,7 +205,7 @@ def test_kill9_during_hardware_build(built):
     yosys dies with it (PR_SET_PDEATHSIG)."""
     before = _state(built)
     bd = Path(built) / MODEL / "ulx3s"
-    p = subprocess.Popen([sys.executable, "-m", "hw.build", "--model", MODEL, "--board", "ulx3s"],
+    p = subprocess.Popen([sys.executable, "-m", "bitlens", "build", "--model", MODEL, "--board", "ulx3s"],
                          cwd=REPO, env=_env(built), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert _wait_for(lambda: any(bd.glob(".staging-build-*/board/synth.ys")), p), "build never reached yosys"
@@ -225,7 +226,7 @@ def test_kill9_during_hardware_build(built):
 def _ensure_sim(built):
     """A published sim.json and hw/ of the tiny model (the prior state the simulation cases keep)."""
     if not (Path(built) / MODEL / "ulx3s" / "sim.json").is_file():      # Icarus: no model to compile
-        r = _run(built, "sim.run", "--model", MODEL, "--images", "20", "--chunk", "20", "--simulator", "icarus")
+        r = _run(built, "sim", "--model", MODEL, "--images", "20", "--chunk", "20", "--simulator", "icarus")
         assert r.returncode == 0, r.stderr[-2000:]
 
 
@@ -260,7 +261,7 @@ def test_kill9_during_simulation(built, simulator):
     before = _published(built)
     assert f"{MODEL}/ulx3s/sim.json" in before and any(k.startswith(f"{MODEL}/ulx3s/hw/") for k in before)
     # every image, with the source idle 15 cycles in 16: the stream outlasts the wait below
-    p = subprocess.Popen([sys.executable, "-m", "sim.run", "--model", MODEL, "--images", "all", "--chunk", "20",
+    p = subprocess.Popen([sys.executable, "-m", "bitlens", "sim", "--model", MODEL, "--images", "all", "--chunk", "20",
                           "--idle", "15", "--backpressure", "15", "--simulator", simulator],
                          cwd=REPO, env=_env(built), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -300,8 +301,8 @@ def _bad_disk(tmp_path, built, kind):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-SIM_ARGS = ["sim.run", "--model", MODEL, "--images", "5"]
-EXPORT_ARGS = ["model.export", "--model", MODEL, "--verify-images", "5"]
+SIM_ARGS = ["sim", "--model", MODEL, "--images", "5"]
+EXPORT_ARGS = ["export", "--model", MODEL, "--verify-images", "5"]
 DISK_WORDS = {"ro": "Read-only file system", "full": "No space left on device"}
 
 

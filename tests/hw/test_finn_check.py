@@ -13,7 +13,6 @@ from qonnx.core.modelwrapper import ModelWrapper
 from tests.hw_graphs import make_mlp
 
 ROOT = Path(__file__).resolve().parents[2]
-WORK = ROOT / "build" / "test-finn-check"
 FOLDING = {"Defaults": {}, "MVAU_0": {"PE": 2, "SIMD": 4}, "MVAU_1": {"PE": 1, "SIMD": 2},
            "MVAU_2": {"PE": 1, "SIMD": 2}}
 # FINN's steps that need no Vivado: conversion, streamlining, HW layers, folding, estimates
@@ -33,9 +32,15 @@ def finn_python():
 
 
 @pytest.fixture(scope="module")
-def tiny_graph():
-    (WORK / "tiny").mkdir(parents=True, exist_ok=True)
-    path = make_mlp(WORK / "tiny" / "streamlined.onnx", seed=7, hidden=(16, 8), classes=4, in_shape=(1, 6, 6, 1))
+def work(tmp_path_factory):
+    """The module's folder: FINN's steps start from scratch each run, so nothing is worth keeping."""
+    return tmp_path_factory.mktemp("finn-check")
+
+
+@pytest.fixture(scope="module")
+def tiny_graph(work):
+    (work / "tiny").mkdir(parents=True, exist_ok=True)
+    path = make_mlp(work / "tiny" / "streamlined.onnx", seed=7, hidden=(16, 8), classes=4, in_shape=(1, 6, 6, 1))
     # first-layer thresholds where the sums of random bytes fall, so the activations vary
     m = ModelWrapper(str(path))
     t0 = next(n for n in m.graph.node if n.name == "Thresh_0").input[1]
@@ -44,9 +49,9 @@ def tiny_graph():
     return path
 
 
-def test_finn_check_every_step_equal_and_ii_agrees(finn_python, tiny_graph):
+def test_finn_check_every_step_equal_and_ii_agrees(finn_python, tiny_graph, work):
     from hw.finn_check import finn_check, verdict
-    res, path = finn_check("tiny", "pynq-z1", 100, FOLDING, graph=tiny_graph, out_dir=WORK / "tiny" / "pynq-z1",
+    res, path = finn_check("tiny", "pynq-z1", 100, FOLDING, graph=tiny_graph, out_dir=work / "tiny" / "pynq-z1",
                            quiet=True)
     assert json.loads(path.read_text()) == res
     expected = np.load(path.parent / "check" / "expected.npy")
@@ -72,32 +77,32 @@ def test_finn_check_every_step_equal_and_ii_agrees(finn_python, tiny_graph):
     assert verdict(res) == ""
 
 
-def test_finn_steps_detect_a_wrong_output(finn_python, tiny_graph):
+def test_finn_steps_detect_a_wrong_output(finn_python, tiny_graph, work):
     """The comparison can fail: golden data off by one in one class -> 0 equal, and the verdict says so."""
     from hw.finn_check import run_finn_steps, verdict
-    folder = WORK / "tiny" / "pynq-z1" / "finn"
+    folder = work / "tiny" / "pynq-z1" / "finn"
     if not folder.exists():
         pytest.skip("needs the folder of test_finn_check_every_step_equal_and_ii_agrees")
     x = np.load(folder / "check" / "images.npy")[:20]
     y = np.load(folder / "check" / "expected.npy")[:20].copy()
     y[:, 1] += 1
-    res = run_finn_steps(folder, x, y, WORK / "wrong", finn_python, steps=["step_tidy_up"])
+    res = run_finn_steps(folder, x, y, work / "wrong", finn_python, steps=["step_tidy_up"])
     assert [(s["step"], s["images"], s["equal"]) for s in res["steps"]] == [("step_tidy_up", 20, 0)]
     assert res["steps"][0]["first_difference"]["image"] == 0
     res.update(ii_equal=True)
     assert verdict(res).startswith("FINN's model differs from the reference after step_tidy_up 0/20")
 
 
-def test_finn_width_minimisation_hazard_is_caught(finn_python, tiny_graph):
+def test_finn_width_minimisation_hazard_is_caught(finn_python, tiny_graph, work):
     """Why the folder says minimize_bit_width false: with it on, FINN sizes an XNOR layer's
     accumulator for signed sums of +-1 weights over {0,1} inputs, not the popcount 0..MW; the check
     flags the accumulator that would overflow on hardware (Python execution never wraps)."""
     import shutil
     from hw.finn_check import run_finn_steps, verdict
-    src = WORK / "tiny" / "pynq-z1" / "finn"
+    src = work / "tiny" / "pynq-z1" / "finn"
     if not src.exists():
         pytest.skip("needs the folder of test_finn_check_every_step_equal_and_ii_agrees")
-    folder = WORK / "minimized" / "finn"
+    folder = work / "minimized" / "finn"
     shutil.rmtree(folder.parent, ignore_errors=True)
     shutil.copytree(src, folder, ignore=shutil.ignore_patterns("check", "finn_check.json"))
     cfg = json.loads((folder / "dataflow_build_config.json").read_text())
@@ -113,13 +118,13 @@ def test_finn_width_minimisation_hazard_is_caught(finn_python, tiny_graph):
     assert verdict(res).startswith("after step_minimize_bit_width_initial: MVAU_1: accDataType INT")
 
 
-def test_finn_check_errors_are_one_line(tmp_path, tiny_graph):
+def test_finn_check_errors_are_one_line(tmp_path, tiny_graph, work):
     from hw.finn_check import FinnCheckError, finn_check
-    r = subprocess.run([sys.executable, "-m", "hw.finn_check", "--model", "tiny", "--board", "ulx3s"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "bitlens", "finn-check", "--model", "tiny", "--board", "ulx3s"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == ["error: ulx3s is not a FINN board: use BOARD=pynq-z1 (or pynq-z2, "
                                              "ultra96, zcu104, kv260)"]
     with pytest.raises(FinnCheckError, match="missing: `make finn-check` creates .venv-finn"):
-        finn_check("tiny", "pynq-z1", 5, FOLDING, graph=tiny_graph, out_dir=WORK / "tiny" / "nofinn",
+        finn_check("tiny", "pynq-z1", 5, FOLDING, graph=tiny_graph, out_dir=work / "tiny" / "nofinn",
                    finn_python=tmp_path / "no-python", quiet=True)

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bitlens.cli import build as build_cli
+from bitlens.cli import host as host_cli
 from model import paths
 from tests.hw_graphs import make_mlp, run_qonnx
 from tests.nets import export_to, randomise_bn
@@ -505,7 +507,7 @@ def test_finn_graph_flattens_an_input_threshold_stage():
 
 
 def _run_build(*args, env=None):
-    return subprocess.run([PY, "-m", "hw.build", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([PY, "-m", "bitlens", "build", *args], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=120)
 
 
@@ -518,7 +520,7 @@ def test_cli_errors():
 
 
 def test_host_fails_cleanly_without_board():
-    r = subprocess.run([PY, "-m", "hw.host", "--port", "/dev/ttyUSB-none", "--model", "tfc-w1a1",
+    r = subprocess.run([PY, "-m", "bitlens", "host", "--port", "/dev/ttyUSB-none", "--model", "tfc-w1a1",
                         "--images", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and r.stderr.startswith("error:") and r.stderr.strip().count("\n") == 0
 
@@ -582,7 +584,7 @@ def test_build_xilinx_orchestration(monkeypatch, capsys):
     monkeypatch.setattr(paths, "BUILD", root)
     monkeypatch.setattr(B, "compile_rtl", fake_compile)
     monkeypatch.delenv("FINN_ROOT", raising=False)
-    assert B.main(["--model", model, "--board", "kv260", "--target-fps", "1000"]) == 2
+    assert build_cli.main(["--model", model, "--board", "kv260", "--target-fps", "1000"]) == 2
     err = capsys.readouterr().err
     assert "run-docker.sh build_custom" in err and calls == [(model, "kv260", None, 1000.0)]
     res = json.loads((root / model / "kv260" / "resources.json").read_text())
@@ -603,7 +605,7 @@ def test_build_xilinx_orchestration(monkeypatch, capsys):
 
 
 def test_host_cli_on_built_model_over_pty(capsys, tmp_path):
-    """`python -m hw.host` end to end on a compiled TFC (random weights, own build folder) against
+    """`python -m bitlens host` end to end on a compiled TFC (random weights, own build folder) against
     an emulated board that answers with the reference accumulators: classes printed, --check
     passes, the bytes sent are the encoded test images."""
     import threading
@@ -640,7 +642,7 @@ def test_host_cli_on_built_model_over_pty(capsys, tmp_path):
     t = threading.Thread(target=board, daemon=True)
     t.start()
     try:
-        rc = host.main(["--port", os.ttyname(slave), "--model", "tfc-w1a1", "--images", str(n), "--check",
+        rc = host_cli.main(["--port", os.ttyname(slave), "--model", "tfc-w1a1", "--images", str(n), "--check",
                         "--build-dir", str(tmp_path)])
     finally:
         os.close(slave)

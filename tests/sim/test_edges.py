@@ -125,9 +125,9 @@ def tiny_tfc(tmp_path_factory):
     """tfc-w1a1 trained for a moment (its weights are rewritten anyway) and exported."""
     root = tmp_path_factory.mktemp("build")
     env = dict(os.environ, BITLENS_BUILD=str(root), PYTHONWARNINGS="ignore")
-    for args in (["model.train", "--model", "tfc-w1a1", "--epochs", "1", "--limit", "200"],
-                 ["model.export", "--model", "tfc-w1a1", "--verify-images", "20"]):
-        r = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    for args in (["train", "--model", "tfc-w1a1", "--epochs", "1", "--limit", "200"],
+                 ["export", "--model", "tfc-w1a1", "--verify-images", "20"]):
+        r = subprocess.run([sys.executable, "-m", "bitlens", *args], cwd=ROOT, env=env, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-2000:]
     return root / "tfc-w1a1" / "streamlined.onnx"
 

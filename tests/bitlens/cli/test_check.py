@@ -1,7 +1,7 @@
 """The app layer's argument check: a bad MODEL or BOARD is one line before anything runs."""
 import pytest
 
-from bitlens import check
+from bitlens.cli import check
 
 
 @pytest.mark.parametrize("args,msg", [
