@@ -115,11 +115,12 @@ seeds: setup check-args
 gradreg: setup
 	$(PY) -m bitlens gradreg --model $(MODEL)
 
+REPORTOPTS = $(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 report: seeds
-	$(PY) -m bitlens report --model '$(MODEL)' --board $(BOARD) --dataset $(DATASET) $(if $(TWIN),--twin '$(TWIN)')
+	$(PY) -m bitlens report --model '$(MODEL)' --board $(BOARD) $(REPORTOPTS) --dataset $(DATASET) $(if $(TWIN),--twin '$(TWIN)')
 
 reports: seeds
-	$(PY) -m bitlens report --model '$(MODEL)' --board all --dataset $(DATASET) $(if $(TWIN),--twin '$(TWIN)')
+	$(PY) -m bitlens report --model '$(MODEL)' --board all $(REPORTOPTS) --dataset $(DATASET) $(if $(TWIN),--twin '$(TWIN)')
 
 # The main job on the embedded MNIST: train, export + verify on the full test set, simulate the
 # whole test set on the accelerator, build the ULX3S bitstream, and write the report.

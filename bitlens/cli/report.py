@@ -1,14 +1,24 @@
 """`python -m bitlens report` (`make report`): the per-board explanation report,
-build/<model>/<board>/report/{index.html,report.json} (explain.report)."""
+build/<model>/<board>/report/{index.html,report.json} (explain.report).
+
+Its tasks (model x seed x method x image shard) run on Dask: a LocalCluster of one worker per
+core by default, `--scheduler tcp://host:port` for a running cluster, `--workers 1` in this
+process. On Dask every task's result is cached (build/cache/), so an interrupted report, or one
+with more seeds or methods, computes only what is missing."""
+import os
+
 import torch
 
+from bitlens import report_tasks  # noqa: F401  (declares explain.tasks for the cache)
+from bitlens.cache import TaskCache
 from bitlens.cli import errors
 from bitlens.cli import options as O
+from bitlens.cluster import Cluster, cached_mapper
 from explain import report as R
 from explain.methods import METHODS, method_names
 from explain.sources import Sources
 from hw.boards import BOARDS
-from model import zoo
+from model import paths, zoo
 from model.data import DATASETS
 
 
@@ -34,6 +44,10 @@ def _main(argv):
     p.add_argument("--threads", type=O.positive_int, default=R.THREADS, help="torch threads of this process")
     p.add_argument("--hardware-images", type=O.positive_int, default=None,
                    help="test images occluded on the simulated accelerator (default 10 for MLPs, 2 for CNV)")
+    p.add_argument("--workers", type=O.positive_int, default=os.cpu_count() or 1,
+                   help="worker processes of the local Dask cluster (default: one per core); 1: no Dask, no cache")
+    p.add_argument("--scheduler", default=None, help="tcp://host:port of a running Dask scheduler (instead of a local cluster)")
+    p.add_argument("--cache", default=None, help="task cache folder (default build/cache)")
     p.add_argument("--root", default=None, help="build folder (default ./build)")
     p.add_argument("--twin", default=None, help="the full-precision model to compare with (default: the zoo's twin)")
     p.add_argument("--dataset", type=O.choice("dataset", DATASETS), default=None,
@@ -54,8 +68,11 @@ def _main(argv):
     if a.hardware_images:
         opts["hardware_occlusion"] = dict(images=a.hardware_images)
     torch.set_num_threads(a.threads)
-    res = R.compute(a.model, sources, a.images, methods, opts, sanity_images=a.sanity_images,
-                    final_images=a.final_images, twin=a.twin, shard=a.shard_images)
+    with Cluster(a.scheduler, a.workers, threads=a.threads) as cluster:
+        dask = a.scheduler or a.workers > 1
+        mapper = cached_mapper(cluster, TaskCache(a.cache or paths.BUILD / "cache")) if dask else None
+        res = R.compute(a.model, sources, a.images, methods, opts, sanity_images=a.sanity_images,
+                        final_images=a.final_images, twin=a.twin, shard=a.shard_images, mapper=mapper)
     for b in boards:
         out = R.write_report(res, b, sources.root)
         print(f"{a.model} on {b}: {out / 'index.html'}")
