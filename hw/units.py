@@ -178,6 +178,9 @@ def mvau_out_fifo(simd, mode, in_bits, acc_bits, w_bits=1, tree_pipe=TREE_PIPE_M
     return 1 << (max(OUT_FIFO_MVAU, ts + mvau_mem_regs(banked, mem_reg) + 7) - 1).bit_length()
 
 
+PDP_WIDTH = 36          # the ECP5 block's 512 x 36 shape only exists as a pseudo-dual-port RAM
+
+
 def _bram_shapes(kbit):
     if kbit >= 16:
         return [(16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)]
@@ -198,7 +201,10 @@ def bank_depth(depth, width, kbit=18):
     if memory_cost(depth, width, kbit)[1] == 0:
         return 0
     cost = bram_blocks(depth, width, kbit)
-    d = min(d for d, w in _bram_shapes(kbit) if math.ceil(depth / d) * math.ceil(width / w) == cost)
+    cheapest = [(d, w) for d, w in _bram_shapes(kbit) if math.ceil(depth / d) * math.ceil(width / w) == cost]
+    # an equally cheap true dual-port shape before the 36-bit pseudo-dual-port one, whose output
+    # register the ECP5 flow leaves unused (hw.bram_outreg)
+    d = min(d for d, w in ([s for s in cheapest if s[1] < PDP_WIDTH] or cheapest))
     return d if depth > d else 0
 
 

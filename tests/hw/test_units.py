@@ -183,7 +183,8 @@ def test_weight_banks_follow_block_shapes():
     assert U.bank_depth(196, 256) == 0                  # tfc layer 0: 196 x 256, one block deep
     assert U.bank_depth(576, 256) == 0                  # 1024 x 18 blocks hold it
     assert U.bank_depth(73728, 8) == 2048               # 36 banks of one 2048 x 9 block
-    assert U.bank_depth(9216, 32) == 512
+    assert U.bank_depth(9216, 32) == 1024               # 9 banks of two 1024 x 18 blocks (not 18 of 512 x 36)
+    assert U.bank_depth(576, 128) == 0                  # 1024 x 18 blocks hold it (not two banks of 512 x 36)
     assert U.bank_depth(4096, 1) == 0                   # one 16384 x 1 block
     assert U.bram_blocks(73728, 8) == 36
     words = list(range(20))
