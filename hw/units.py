@@ -418,8 +418,21 @@ def fifo_out_reg(depth):
     return int(depth >= FIFO_OUT_REG_DEPTH)
 
 
+# ... and one that small in LUT RAM (bl_fifo LUTRAM): a block RAM's clock-to-out in front of the
+# output register's bypass mux, placed wherever the block's column is, limited cnv to 86 MHz
+FIFO_LUTRAM_BITS = 4096
+
+
+def fifo_lutram(width, depth):
+    """bl_fifo's LUTRAM for a FIFO of this shape."""
+    return int(fifo_out_reg(depth) == 1 and width * depth <= FIFO_LUTRAM_BITS)
+
+
 def fifo_resources(width, depth, kbit=18):
-    ml, mb = memory_cost(depth, width, kbit) if depth > 4 else (width * depth // 4, 0)
+    if fifo_lutram(width, depth):
+        ml, mb = width * math.ceil(depth / 64), 0
+    else:
+        ml, mb = memory_cost(depth, width, kbit) if depth > 4 else (width * depth // 4, 0)
     oreg = width * fifo_out_reg(depth)                     # the output register and its bypass mux
     return dict(lut=int(10 + ml + width // 2 + oreg),
                 ff=int(12 + 2 * max(1, depth).bit_length() + (width if depth <= 4 else 0) + oreg), bram=int(mb))

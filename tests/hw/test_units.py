@@ -319,6 +319,10 @@ def test_fifo_dwc_twins():
     assert U.dwc_stream_cycles(4, 4, 48) == 12
     assert U.fifo_ref(words) == words and U.fifo_cycles(10) == 11
     assert U.fifo_resources(8, 2048)["bram"] == 1 and U.fifo_resources(8, 4)["bram"] == 0
+    # link FIFOs with the output register and at most 4 kbit go to LUT RAM (cnv's 512 x 8, 512 x 1)
+    assert U.fifo_lutram(8, 512) == 1 and U.fifo_lutram(1, 512) == 1 and U.fifo_lutram(16, 128) == 1
+    assert U.fifo_lutram(8, 32) == 0 and U.fifo_lutram(16, 512) == 0
+    assert U.fifo_resources(8, 512)["bram"] == 0 and U.fifo_resources(16, 512)["bram"] == 1
 
 
 @pytest.mark.parametrize("cpb", [4, 7])
@@ -338,13 +342,13 @@ def test_uart_twins(cpb):
     assert U.uart_resources(25)["ff"] > U.uart_resources(4)["ff"]
 
 
-@pytest.mark.parametrize("out_reg", [0, 1])
-def test_fifo_icarus(out_reg):
+@pytest.mark.parametrize("out_reg,lutram", [(0, 0), (1, 0), (1, 1)])
+def test_fifo_icarus(out_reg, lutram):
     """Random words of 70 bits (past one machine word), reset and handshake rules, and one beat a
     cycle after one of latency, as the twin says; with the output register too (its bypass when
-    the memory is empty, its extra beat when full)."""
-    tb_fifo.run(WORK / f"ivl_fifo_{out_reg}", simulator="icarus", checks=True, width=70, depth=4, beats=40,
-                out_reg=out_reg)
+    the memory is empty, its extra beat when full), also with the memory asked for in LUT RAM."""
+    tb_fifo.run(WORK / f"ivl_fifo_{out_reg}{lutram}", simulator="icarus", checks=True, width=70, depth=4, beats=40,
+                out_reg=out_reg, lutram=lutram)
 
 
 @pytest.mark.parametrize("i,o", [(2, 6), (8, 2), (3, 3)])
