@@ -158,9 +158,13 @@ def mvau_tree(simd, mode, in_bits, acc_bits, w_bits=1, tree_pipe=TREE_PIPE_MVAU)
     return tb, td, ts, levels
 
 
+MVAU_BANK_GROUP = 4     # bl_mvau's BG: banks a group, selected one step before the groups
+
+
 def mvau_mem_regs(banked=False, mem_reg=MEM_REG_MVAU):
-    """bl_mvau's MR: registers after the weight memory's read (one more with banks)."""
-    return 2 if banked else (1 if mem_reg else 0)
+    """bl_mvau's MR: registers after the weight memory's read (with banks: the banks' own, the
+    groups' select and the final select)."""
+    return 3 if banked else (1 if mem_reg else 0)
 
 
 def mvau_latency(simd, mode, in_bits, acc_bits, w_bits=1, tree_pipe=TREE_PIPE_MVAU, mem_reg=MEM_REG_MVAU,
@@ -246,7 +250,8 @@ def mvau_resources(mw, mh, pe, simd, mode, in_bits, acc_bits, n_thr, w_bits=1, k
     fifo = pe * out_bits * depth // 4
     # banks: their select mux (LUT4 equivalents ~ bits x (banks - 1) / 3) and output registers
     bank_lut = pe * simd * w * (banks - 1) // 3 if banks > 1 else 0
-    bank_ff = (banks + 1) * pe * simd * w + simd * a if banks > 1 else 0
+    groups = math.ceil(banks / MVAU_BANK_GROUP)
+    bank_ff = (banks + groups + 1) * pe * simd * w + 2 * simd * a if banks > 1 else 0
     lut = 60 + pe * (mult + tree + acc_bits + comp) + wl + tl + bl + fifo + bank_lut
     # the memory register holds both input sources (stream and buffer) and the weight word; the
     # thresholds are registered twice (memory output register, then beside the accumulator)

@@ -189,21 +189,23 @@ def test_weight_banks_follow_block_shapes():
     assert U.bram_blocks(73728, 8) == 36
     words = list(range(20))
     assert [len(b) for b in U.bank_words(words, 8)] == [8, 8, 4]
-    assert U.mvau_latency(8, U.MODE_XNOR, 1, 11, banked=True) == U.mvau_latency(8, U.MODE_XNOR, 1, 11) + 1
+    assert U.mvau_latency(8, U.MODE_XNOR, 1, 11, banked=True) == U.mvau_latency(8, U.MODE_XNOR, 1, 11) + 2
 
 
-def test_mvau_banked_weights_verilator():
-    """W_BANK_D: weights in three banks (the last one short), 8-bit inputs and +-1 weights (the
-    owed carries of the negated terms), thresholds: every output equals the twin."""
-    d = WORK / "mvau_banks"
+@pytest.mark.parametrize("bank_d", [8, 2])
+def test_mvau_banked_weights_verilator(bank_d):
+    """W_BANK_D: weights in three banks (the last one short), or in ten (three groups of the two-step
+    select, the last one short), 8-bit inputs and +-1 weights (the owed carries of the negated
+    terms), thresholds: every output equals the twin."""
+    d = WORK / f"mvau_banks{bank_d}"
     params, in_w, out_w, iw, ow = tb_mvau.make_case(mem_dir=d, mw=20, mh=8, pe=2, simd=4, mode=U.MODE_BIPOLAR,
                                                     in_bits=8, n_thr=2, vectors=6)
     words = [int(v, 16) for v in (d / "w.mem").read_text().split()]
     assert len(words) == 20
-    for b, part in enumerate(U.bank_words(words, 8)):
+    for b, part in enumerate(U.bank_words(words, bank_d)):
         U.write_memh(d / f"wb_{b:03d}.mem", part, 8)
     (d / "w.mem").unlink()                              # the banks alone hold the weights
-    params.update(W_BANK_D=8, WEIGHT_FILE=E.verilog_string((d / "wb").resolve()))
+    params.update(W_BANK_D=bank_d, WEIGHT_FILE=E.verilog_string((d / "wb").resolve()))
     A.run_unit_stream("bl_mvau", "bl_mvau", params, iw, ow, "sim.tb_mvau", d, simulator="verilator")
 
 
