@@ -198,7 +198,9 @@ module bl_mvau #(
     wire [IW-1:0] xbuf1;
     generate
         if (NF > 1) begin : g_buf
-            reg [IW-1:0] ibuf [0:SF-1];
+            // read at a fold's address while the first fold writes it, but only used by the
+            // others: no collision logic between the ports (no_rw_check)
+            (* no_rw_check *) reg [IW-1:0] ibuf [0:SF-1];
             reg [IW-1:0] brd;
             always @(posedge ap_clk) begin
                 if (issue && first_nf) ibuf[sf] <= s_tdata;

@@ -120,7 +120,12 @@ module bl_swg #(
         end
     endgenerate
 
-    reg [W-1:0] mem [0:DEPTH-1];
+    // the buffer in slices of at most 18 bits: one block RAM a slice in a true dual-port shape, whose
+    // output register the ECP5 flow then uses for rdata2 (hw/bram_outreg.py; it leaves the 36-bit
+    // pseudo-dual-port shape alone). A read never wants a slot being written (the writer only
+    // fills free slots), so synthesis needs no collision logic between the ports (no_rw_check).
+    localparam SLW = 18;
+    localparam NSL = (W + SLW - 1) / SLW;
 
     // ---------------- writer
     reg [AB-1:0] waddr;
@@ -144,7 +149,6 @@ module bl_swg #(
     assign s_tready = ap_rst_n && ((wcol != {CWB{1'b0}}) || !keep || (held < BUF_R));
     wire wr = s_tvalid && s_tready;
     wire wst = wr && keep;
-    always @(posedge ap_clk) if (wst) mem[waddr[MAB-1:0]] <= s_tdata;
 
     // ---------------- reader
     reg [OB-1:0] oy, ox;
@@ -230,10 +234,24 @@ module bl_swg #(
     // the buffer is read every cycle (the word of a read is the one the cycle after rd), then
     // registered once more: a block RAM's slow output does not travel to the FIFO in the same
     // cycle. Four credits still cover the round trip (read, two registers, FIFO), one beat a cycle.
-    reg [W-1:0] rdata, rdata2;
+    reg [W-1:0] rdata2;
+    wire [W-1:0] rdata;
+    genvar gsl;
+    generate
+        for (gsl = 0; gsl < NSL; gsl = gsl + 1) begin : g_slice
+            localparam LO = gsl * SLW;
+            localparam SW = (W - LO) < SLW ? (W - LO) : SLW;
+            (* no_rw_check *) reg [SW-1:0] mem [0:DEPTH-1];
+            reg [SW-1:0] q;
+            always @(posedge ap_clk) begin
+                if (wst) mem[waddr[MAB-1:0]] <= s_tdata[LO +: SW];
+                q <= mem[raddr[MAB-1:0]];
+            end
+            assign rdata[LO +: SW] = q;
+        end
+    endgenerate
     reg rv, rv2;
     always @(posedge ap_clk) begin
-        rdata <= mem[raddr[MAB-1:0]];
         rdata2 <= rdata;
         if (!ap_rst_n) begin
             rv <= 1'b0;

@@ -209,8 +209,10 @@ def test_mvau_banked_weights_verilator(bank_d):
     A.run_unit_stream("bl_mvau", "bl_mvau", params, iw, ow, "sim.tb_mvau", d, simulator="verilator")
 
 
-def test_swg_verilator():
-    tb_swg.run(WORK / "swg", simulator="verilator", ifm=7, c=4, k=3, s=2, simd=2, bits=2, images=3)
+@pytest.mark.parametrize("simd,bits", [(2, 2), (4, 5)])
+def test_swg_verilator(simd, bits):
+    """Words of 4 bits, and of 20 (the buffer in two slices, 18 + 2 bits)."""
+    tb_swg.run(WORK / f"swg{simd}x{bits}", simulator="verilator", ifm=7, c=4, k=3, s=2, simd=simd, bits=bits, images=3)
 
 
 def test_pool_verilator():
