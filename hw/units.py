@@ -305,11 +305,17 @@ def swg_cycles(ifm, c, k, s, simd, ifm_w=None):
     return max(read, write)
 
 
+SWG_SLICE_BITS = 18     # bl_swg's SLW
+
+
 def swg_resources(ifm, c, k, s, simd, bits, kbit=18, ifm_w=None):
     ifm_w = ifm if ifm_w is None else ifm_w
     cf = c // simd
     depth = swg_buf_rows(k) * ifm_w * cf
-    ml, mb = memory_cost(depth, simd * bits, kbit)
+    # bl_swg's buffer is slices of at most SWG_SLICE_BITS, a block RAM (or LUT RAM) each
+    w = simd * bits
+    slices = [min(SWG_SLICE_BITS, w - lo) for lo in range(0, w, SWG_SLICE_BITS)]
+    ml, mb = (sum(x) for x in zip(*(memory_cost(depth, sw, kbit) for sw in slices)))
     ab = unsigned_bits(depth)
     rb = unsigned_bits(ifm) + unsigned_bits(s)          # the writer's row and stride-phase counters
     lut = 80 + 6 * ab + 2 * rb + ml + simd * bits * OUT_FIFO_SWG // 4
