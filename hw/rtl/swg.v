@@ -134,18 +134,22 @@ module bl_swg #(
     reg [SB-1:0] wph;       // its phase in the stride (wrow mod S)
     reg [RB-1:0] held;      // slots in use, counting a row from its first word
     reg [RB-1:0] avail;     // complete rows from the reader's base row on
-    // a row is stored when a window reads it; the others are taken and dropped
-    wire keep_ph;           // with S > K, the first K rows of each stride hold windows
+    // a row is stored when a window reads it; the others are taken and dropped. keep is a register
+    // set from the row counters' next values: the comparison is not in front of s_tready and the
+    // buffer's write enable
+    wire [HB-1:0] wrow_n = (wrow == H_LAST) ? {HB{1'b0}} : wrow + 1'b1;
+    wire [SB-1:0] wph_n = (wrow == H_LAST || wph == S_LAST) ? {SB{1'b0}} : wph + 1'b1;
+    wire keep_ph_n;         // with S > K, the first K rows of each stride hold windows
     generate
         if (S > K) begin : g_skip
             localparam integer K_S_I = K;
             localparam [SB-1:0] K_S = K_S_I[SB-1:0];
-            assign keep_ph = (wph < K_S);
+            assign keep_ph_n = (wph_n < K_S);
         end else begin : g_noskip
-            assign keep_ph = 1'b1;
+            assign keep_ph_n = 1'b1;
         end
     endgenerate
-    wire keep = (wrow <= USED_LAST_H) && keep_ph;
+    reg keep;               // row 0, phase 0 after reset: kept
     assign s_tready = ap_rst_n && ((wcol != {CWB{1'b0}}) || !keep || (held < BUF_R));
     wire wr = s_tvalid && s_tready;
     wire wst = wr && keep;
@@ -184,6 +188,7 @@ module bl_swg #(
             wcol <= {CWB{1'b0}};
             wrow <= {HB{1'b0}};
             wph <= {SB{1'b0}};
+            keep <= 1'b1;
             held <= {RB{1'b0}};
             avail <= {RB{1'b0}};
             oy <= {OB{1'b0}};
@@ -199,8 +204,9 @@ module bl_swg #(
             if (wr) begin
                 wcol <= (wcol == ROWW_LAST) ? {CWB{1'b0}} : wcol + 1'b1;
                 if (wcol == ROWW_LAST) begin
-                    wrow <= (wrow == H_LAST) ? {HB{1'b0}} : wrow + 1'b1;
-                    wph <= (wrow == H_LAST || wph == S_LAST) ? {SB{1'b0}} : wph + 1'b1;
+                    wrow <= wrow_n;
+                    wph <= wph_n;
+                    keep <= (wrow_n <= USED_LAST_H) && keep_ph_n;
                 end
             end
             held <= held + {{(RB-1){1'b0}}, wrow_first} - (release_rows ? rel : {RB{1'b0}});
