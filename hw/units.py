@@ -158,9 +158,13 @@ def mvau_tree(simd, mode, in_bits, acc_bits, w_bits=1, tree_pipe=TREE_PIPE_MVAU)
     return tb, td, ts, levels
 
 
+MVAU_BANK_GROUP = 4     # bl_mvau's BG: banks a group, selected one step before the groups
+
+
 def mvau_mem_regs(banked=False, mem_reg=MEM_REG_MVAU):
-    """bl_mvau's MR: registers after the weight memory's read (one more with banks)."""
-    return 2 if banked else (1 if mem_reg else 0)
+    """bl_mvau's MR: registers after the weight memory's read (with banks: the banks' own, the
+    groups' select and the final select)."""
+    return 3 if banked else (1 if mem_reg else 0)
 
 
 def mvau_latency(simd, mode, in_bits, acc_bits, w_bits=1, tree_pipe=TREE_PIPE_MVAU, mem_reg=MEM_REG_MVAU,
@@ -176,6 +180,9 @@ def mvau_out_fifo(simd, mode, in_bits, acc_bits, w_bits=1, tree_pipe=TREE_PIPE_M
     """bl_mvau's output FIFO depth: OUT_FIFO, or the credit round trip rounded up to a power of two."""
     ts = mvau_tree(simd, mode, in_bits, acc_bits, w_bits, tree_pipe)[2]
     return 1 << (max(OUT_FIFO_MVAU, ts + mvau_mem_regs(banked, mem_reg) + 7) - 1).bit_length()
+
+
+PDP_WIDTH = 36          # the ECP5 block's 512 x 36 shape only exists as a pseudo-dual-port RAM
 
 
 def _bram_shapes(kbit):
@@ -198,7 +205,10 @@ def bank_depth(depth, width, kbit=18):
     if memory_cost(depth, width, kbit)[1] == 0:
         return 0
     cost = bram_blocks(depth, width, kbit)
-    d = min(d for d, w in _bram_shapes(kbit) if math.ceil(depth / d) * math.ceil(width / w) == cost)
+    cheapest = [(d, w) for d, w in _bram_shapes(kbit) if math.ceil(depth / d) * math.ceil(width / w) == cost]
+    # an equally cheap true dual-port shape before the 36-bit pseudo-dual-port one, whose output
+    # register the ECP5 flow leaves unused (hw.bram_outreg)
+    d = min(d for d, w in ([s for s in cheapest if s[1] < PDP_WIDTH] or cheapest))
     return d if depth > d else 0
 
 
@@ -240,7 +250,8 @@ def mvau_resources(mw, mh, pe, simd, mode, in_bits, acc_bits, n_thr, w_bits=1, k
     fifo = pe * out_bits * depth // 4
     # banks: their select mux (LUT4 equivalents ~ bits x (banks - 1) / 3) and output registers
     bank_lut = pe * simd * w * (banks - 1) // 3 if banks > 1 else 0
-    bank_ff = (banks + 1) * pe * simd * w + simd * a if banks > 1 else 0
+    groups = math.ceil(banks / MVAU_BANK_GROUP)
+    bank_ff = (banks + groups + 1) * pe * simd * w + 2 * simd * a if banks > 1 else 0
     lut = 60 + pe * (mult + tree + acc_bits + comp) + wl + tl + bl + fifo + bank_lut
     # the memory register holds both input sources (stream and buffer) and the weight word; the
     # thresholds are registered twice (memory output register, then beside the accumulator)
@@ -294,11 +305,17 @@ def swg_cycles(ifm, c, k, s, simd, ifm_w=None):
     return max(read, write)
 
 
+SWG_SLICE_BITS = 18     # bl_swg's SLW
+
+
 def swg_resources(ifm, c, k, s, simd, bits, kbit=18, ifm_w=None):
     ifm_w = ifm if ifm_w is None else ifm_w
     cf = c // simd
     depth = swg_buf_rows(k) * ifm_w * cf
-    ml, mb = memory_cost(depth, simd * bits, kbit)
+    # bl_swg's buffer is slices of at most SWG_SLICE_BITS, a block RAM (or LUT RAM) each
+    w = simd * bits
+    slices = [min(SWG_SLICE_BITS, w - lo) for lo in range(0, w, SWG_SLICE_BITS)]
+    ml, mb = (sum(x) for x in zip(*(memory_cost(depth, sw, kbit) for sw in slices)))
     ab = unsigned_bits(depth)
     rb = unsigned_bits(ifm) + unsigned_bits(s)          # the writer's row and stride-phase counters
     lut = 80 + 6 * ab + 2 * rb + ml + simd * bits * OUT_FIFO_SWG // 4
@@ -412,8 +429,21 @@ def fifo_out_reg(depth):
     return int(depth >= FIFO_OUT_REG_DEPTH)
 
 
+# ... and one that small in LUT RAM (bl_fifo LUTRAM): a block RAM's clock-to-out in front of the
+# output register's bypass mux, placed wherever the block's column is, limited cnv to 86 MHz
+FIFO_LUTRAM_BITS = 4096
+
+
+def fifo_lutram(width, depth):
+    """bl_fifo's LUTRAM for a FIFO of this shape."""
+    return int(fifo_out_reg(depth) == 1 and width * depth <= FIFO_LUTRAM_BITS)
+
+
 def fifo_resources(width, depth, kbit=18):
-    ml, mb = memory_cost(depth, width, kbit) if depth > 4 else (width * depth // 4, 0)
+    if fifo_lutram(width, depth):
+        ml, mb = width * math.ceil(depth / 64), 0
+    else:
+        ml, mb = memory_cost(depth, width, kbit) if depth > 4 else (width * depth // 4, 0)
     oreg = width * fifo_out_reg(depth)                     # the output register and its bypass mux
     return dict(lut=int(10 + ml + width // 2 + oreg),
                 ff=int(12 + 2 * max(1, depth).bit_length() + (width if depth <= 4 else 0) + oreg), bram=int(mb))

@@ -12,11 +12,11 @@ except ImportError:
     cocotb = None
 
 
-def make_case(width, depth, beats=64, seed=0, out_reg=0):
+def make_case(width, depth, beats=64, seed=0, out_reg=0, lutram=0):
     rng = random.Random(seed)
     words = [rng.getrandbits(width) for _ in range(beats)]     # any width, also past 64 bits
     words[:2] = [0, (1 << width) - 1]                # every bit low, then every bit high
-    return dict(WIDTH=width, DEPTH=depth, OUT_REG=out_reg), words, U.fifo_ref(words), U.fifo_cycles(beats)
+    return dict(WIDTH=width, DEPTH=depth, OUT_REG=out_reg, LUTRAM=lutram), words, U.fifo_ref(words), U.fifo_cycles(beats)
 
 
 def run(build_dir, simulator=None, phases=A.DEFAULT_PHASES, checks=False, **case):

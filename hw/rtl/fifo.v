@@ -7,10 +7,13 @@
 // that register from the memory or, when the memory is empty, straight from s_tdata, so the latency
 // stays one cycle; the register holds one more beat (DEPTH + 1 in all). The bypass mux in front of
 // it also keeps synthesis from folding it into the block RAM as its read register.
+// LUTRAM 1 asks synthesis for distributed (LUT) RAM: a block RAM's clock-to-out in front of that
+// bypass mux, with the block wherever its column is, was a critical path of its own at 100 MHz.
 module bl_fifo #(
     parameter WIDTH = 8,
     parameter DEPTH = 2,
-    parameter OUT_REG = 0
+    parameter OUT_REG = 0,
+    parameter LUTRAM = 0
 ) (
     input  wire              ap_clk,
     input  wire              ap_rst_n,
@@ -36,15 +39,25 @@ module bl_fifo #(
     localparam CB = $clog2(DEPTH + 1);
     localparam integer FULL_I = DEPTH;
     localparam [CB-1:0] FULL = FULL_I[CB-1:0];
-    reg [WIDTH-1:0] mem [0:DEPTH-1];
     reg [AB-1:0] wp, rp;
     reg [CB-1:0] count;
     assign s_tready = ap_rst_n && (count != FULL);
     wire push = s_tvalid && s_tready;
     wire nonempty = (count != {CB{1'b0}});
-    wire [WIDTH-1:0] head = mem[rp];
     wire pop;           // the memory's head leaves it
     wire write;         // s_tdata goes into the memory
+    wire [WIDTH-1:0] head;
+    generate
+        if (LUTRAM != 0) begin : g_lutram
+            (* ram_style = "distributed" *) reg [WIDTH-1:0] mem [0:DEPTH-1];
+            always @(posedge ap_clk) if (ap_rst_n && write) mem[wp] <= s_tdata;
+            assign head = mem[rp];
+        end else begin : g_anyram
+            reg [WIDTH-1:0] mem [0:DEPTH-1];
+            always @(posedge ap_clk) if (ap_rst_n && write) mem[wp] <= s_tdata;
+            assign head = mem[rp];
+        end
+    endgenerate
     generate
         if (OUT_REG != 0) begin : g_oreg
             reg [WIDTH-1:0] q;
@@ -72,10 +85,7 @@ module bl_fifo #(
             rp <= {AB{1'b0}};
             count <= {CB{1'b0}};
         end else begin
-            if (write) begin
-                mem[wp] <= s_tdata;
-                wp <= wp + 1'b1;
-            end
+            if (write) wp <= wp + 1'b1;
             if (pop) rp <= rp + 1'b1;
             count <= count + {{(CB-1){1'b0}}, write} - {{(CB-1){1'b0}}, pop};
         end

@@ -33,7 +33,8 @@ module bl_mvau #(
                                      // its clock-to-out is not in front of the tree
     parameter W_BANK_D = 0           // >0: the weight memory is built of banks this deep (block RAMs
                                      // side by side, none cascaded), their outputs registered before
-                                     // the bank select, a cycle more latency; bank b then reads
+                                     // the bank select, which is two muxes with a register between
+                                     // them: two cycles more latency; bank b then reads
                                      // WEIGHT_FILE followed by "_bbb.mem" (three digits).
                                      // 0: one memory (synthesis muxes its blocks after their outputs)
 ) (
@@ -66,7 +67,7 @@ module bl_mvau #(
     localparam TOW_I = TB + TD;
     localparam TOW = TOW_I < ACC_BITS ? TOW_I : ACC_BITS;
     localparam WBANKS = (W_BANK_D > 0 && WD > W_BANK_D) ? (WD + W_BANK_D - 1) / W_BANK_D : 1;
-    localparam MR = WBANKS > 1 ? 2 : (MEM_REG != 0 ? 1 : 0);  // registers after the memory read
+    localparam MR = WBANKS > 1 ? 3 : (MEM_REG != 0 ? 1 : 0);  // registers after the memory read
     localparam DL = TS + MR;                       // register stages between stage 1 and stage 2
     // output FIFO: at least the credit round trip (issue to pop, DL + 7 cycles) so a fold of
     // one beat per vector still issues every cycle; a power of two
@@ -162,12 +163,30 @@ module bl_mvau #(
                 end
                 assign bq[gb*WW +: WW] = r;
             end
+            // the select in two steps, groups of BG banks, then the groups, registered between:
+            // in one step, the 36 banks of a 73728-word memory were six LUT levels after the
+            // routing from a bank across the chip
+            localparam BG = 4;
+            localparam NG = (WBANKS + BG - 1) / BG;
+            localparam GSB = NG > 1 ? $clog2(NG) : 1;
+            wire [NG*BG*WW-1:0] bqp;
+            if (NG * BG > WBANKS) begin : g_pad
+                assign bqp = {{((NG * BG - WBANKS) * WW){1'b0}}, bq};
+            end else begin : g_nopad
+                assign bqp = bq;
+            end
             reg [BSB-1:0] bs1, bs2;
+            reg [GSB-1:0] gs3;
+            reg [NG*WW-1:0] gq;
             reg [WW-1:0] wm;
+            integer g;
             always @(posedge ap_clk) begin
                 bs1 <= waddr[WAB-1:BAB];
                 bs2 <= bs1;
-                wm <= bq[bs2*WW +: WW];
+                for (g = 0; g < NG; g = g + 1)
+                    gq[g*WW +: WW] <= bqp[(g * BG + bs2 % BG) * WW +: WW];
+                gs3 <= bs2 / BG;
+                wm <= gq[gs3*WW +: WW];
             end
             assign wq = wm;
         end
@@ -179,7 +198,9 @@ module bl_mvau #(
     wire [IW-1:0] xbuf1;
     generate
         if (NF > 1) begin : g_buf
-            reg [IW-1:0] ibuf [0:SF-1];
+            // read at a fold's address while the first fold writes it, but only used by the
+            // others: no collision logic between the ports (no_rw_check)
+            (* no_rw_check *) reg [IW-1:0] ibuf [0:SF-1];
             reg [IW-1:0] brd;
             always @(posedge ap_clk) begin
                 if (issue && first_nf) ibuf[sf] <= s_tdata;
@@ -205,7 +226,7 @@ module bl_mvau #(
         end
     end
     // the input vector alongside wq: both sources registered before their mux (the buffer is a
-    // block RAM too), then once more with banked weights
+    // block RAM too), then MR - 1 times more with banked weights
     wire [IW-1:0] x1;
     generate
         if (MR == 0) begin : g_xnoreg
@@ -222,9 +243,13 @@ module bl_mvau #(
             if (MR == 1) begin : g_x1
                 assign x1 = xm;
             end else begin : g_x2
-                reg [IW-1:0] x2;
-                always @(posedge ap_clk) x2 <= xm;
-                assign x1 = x2;
+                reg [IW-1:0] x2 [0:MR-2];
+                integer k;
+                always @(posedge ap_clk) begin
+                    x2[0] <= xm;
+                    for (k = 1; k < MR - 1; k = k + 1) x2[k] <= x2[k-1];
+                end
+                assign x1 = x2[MR-2];
             end
         end
     endgenerate

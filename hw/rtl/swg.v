@@ -120,7 +120,12 @@ module bl_swg #(
         end
     endgenerate
 
-    reg [W-1:0] mem [0:DEPTH-1];
+    // the buffer in slices of at most 18 bits: one block RAM a slice in a true dual-port shape, whose
+    // output register the ECP5 flow then uses for rdata2 (hw/bram_outreg.py; it leaves the 36-bit
+    // pseudo-dual-port shape alone). A read never wants a slot being written (the writer only
+    // fills free slots), so synthesis needs no collision logic between the ports (no_rw_check).
+    localparam SLW = 18;
+    localparam NSL = (W + SLW - 1) / SLW;
 
     // ---------------- writer
     reg [AB-1:0] waddr;
@@ -129,22 +134,25 @@ module bl_swg #(
     reg [SB-1:0] wph;       // its phase in the stride (wrow mod S)
     reg [RB-1:0] held;      // slots in use, counting a row from its first word
     reg [RB-1:0] avail;     // complete rows from the reader's base row on
-    // a row is stored when a window reads it; the others are taken and dropped
-    wire keep_ph;           // with S > K, the first K rows of each stride hold windows
+    // a row is stored when a window reads it; the others are taken and dropped. keep is a register
+    // set from the row counters' next values: the comparison is not in front of s_tready and the
+    // buffer's write enable
+    wire [HB-1:0] wrow_n = (wrow == H_LAST) ? {HB{1'b0}} : wrow + 1'b1;
+    wire [SB-1:0] wph_n = (wrow == H_LAST || wph == S_LAST) ? {SB{1'b0}} : wph + 1'b1;
+    wire keep_ph_n;         // with S > K, the first K rows of each stride hold windows
     generate
         if (S > K) begin : g_skip
             localparam integer K_S_I = K;
             localparam [SB-1:0] K_S = K_S_I[SB-1:0];
-            assign keep_ph = (wph < K_S);
+            assign keep_ph_n = (wph_n < K_S);
         end else begin : g_noskip
-            assign keep_ph = 1'b1;
+            assign keep_ph_n = 1'b1;
         end
     endgenerate
-    wire keep = (wrow <= USED_LAST_H) && keep_ph;
+    reg keep;               // row 0, phase 0 after reset: kept
     assign s_tready = ap_rst_n && ((wcol != {CWB{1'b0}}) || !keep || (held < BUF_R));
     wire wr = s_tvalid && s_tready;
     wire wst = wr && keep;
-    always @(posedge ap_clk) if (wst) mem[waddr[MAB-1:0]] <= s_tdata;
 
     // ---------------- reader
     reg [OB-1:0] oy, ox;
@@ -180,6 +188,7 @@ module bl_swg #(
             wcol <= {CWB{1'b0}};
             wrow <= {HB{1'b0}};
             wph <= {SB{1'b0}};
+            keep <= 1'b1;
             held <= {RB{1'b0}};
             avail <= {RB{1'b0}};
             oy <= {OB{1'b0}};
@@ -195,8 +204,9 @@ module bl_swg #(
             if (wr) begin
                 wcol <= (wcol == ROWW_LAST) ? {CWB{1'b0}} : wcol + 1'b1;
                 if (wcol == ROWW_LAST) begin
-                    wrow <= (wrow == H_LAST) ? {HB{1'b0}} : wrow + 1'b1;
-                    wph <= (wrow == H_LAST || wph == S_LAST) ? {SB{1'b0}} : wph + 1'b1;
+                    wrow <= wrow_n;
+                    wph <= wph_n;
+                    keep <= (wrow_n <= USED_LAST_H) && keep_ph_n;
                 end
             end
             held <= held + {{(RB-1){1'b0}}, wrow_first} - (release_rows ? rel : {RB{1'b0}});
@@ -230,10 +240,24 @@ module bl_swg #(
     // the buffer is read every cycle (the word of a read is the one the cycle after rd), then
     // registered once more: a block RAM's slow output does not travel to the FIFO in the same
     // cycle. Four credits still cover the round trip (read, two registers, FIFO), one beat a cycle.
-    reg [W-1:0] rdata, rdata2;
+    reg [W-1:0] rdata2;
+    wire [W-1:0] rdata;
+    genvar gsl;
+    generate
+        for (gsl = 0; gsl < NSL; gsl = gsl + 1) begin : g_slice
+            localparam LO = gsl * SLW;
+            localparam SW = (W - LO) < SLW ? (W - LO) : SLW;
+            (* no_rw_check *) reg [SW-1:0] mem [0:DEPTH-1];
+            reg [SW-1:0] q;
+            always @(posedge ap_clk) begin
+                if (wst) mem[waddr[MAB-1:0]] <= s_tdata[LO +: SW];
+                q <= mem[raddr[MAB-1:0]];
+            end
+            assign rdata[LO +: SW] = q;
+        end
+    endgenerate
     reg rv, rv2;
     always @(posedge ap_clk) begin
-        rdata <= mem[raddr[MAB-1:0]];
         rdata2 <= rdata;
         if (!ap_rst_n) begin
             rv <= 1'b0;

@@ -183,31 +183,36 @@ def test_weight_banks_follow_block_shapes():
     assert U.bank_depth(196, 256) == 0                  # tfc layer 0: 196 x 256, one block deep
     assert U.bank_depth(576, 256) == 0                  # 1024 x 18 blocks hold it
     assert U.bank_depth(73728, 8) == 2048               # 36 banks of one 2048 x 9 block
-    assert U.bank_depth(9216, 32) == 512
+    assert U.bank_depth(9216, 32) == 1024               # 9 banks of two 1024 x 18 blocks (not 18 of 512 x 36)
+    assert U.bank_depth(576, 128) == 0                  # 1024 x 18 blocks hold it (not two banks of 512 x 36)
     assert U.bank_depth(4096, 1) == 0                   # one 16384 x 1 block
     assert U.bram_blocks(73728, 8) == 36
     words = list(range(20))
     assert [len(b) for b in U.bank_words(words, 8)] == [8, 8, 4]
-    assert U.mvau_latency(8, U.MODE_XNOR, 1, 11, banked=True) == U.mvau_latency(8, U.MODE_XNOR, 1, 11) + 1
+    assert U.mvau_latency(8, U.MODE_XNOR, 1, 11, banked=True) == U.mvau_latency(8, U.MODE_XNOR, 1, 11) + 2
 
 
-def test_mvau_banked_weights_verilator():
-    """W_BANK_D: weights in three banks (the last one short), 8-bit inputs and +-1 weights (the
-    owed carries of the negated terms), thresholds: every output equals the twin."""
-    d = WORK / "mvau_banks"
+@pytest.mark.parametrize("bank_d", [8, 2])
+def test_mvau_banked_weights_verilator(bank_d):
+    """W_BANK_D: weights in three banks (the last one short), or in ten (three groups of the two-step
+    select, the last one short), 8-bit inputs and +-1 weights (the owed carries of the negated
+    terms), thresholds: every output equals the twin."""
+    d = WORK / f"mvau_banks{bank_d}"
     params, in_w, out_w, iw, ow = tb_mvau.make_case(mem_dir=d, mw=20, mh=8, pe=2, simd=4, mode=U.MODE_BIPOLAR,
                                                     in_bits=8, n_thr=2, vectors=6)
     words = [int(v, 16) for v in (d / "w.mem").read_text().split()]
     assert len(words) == 20
-    for b, part in enumerate(U.bank_words(words, 8)):
+    for b, part in enumerate(U.bank_words(words, bank_d)):
         U.write_memh(d / f"wb_{b:03d}.mem", part, 8)
     (d / "w.mem").unlink()                              # the banks alone hold the weights
-    params.update(W_BANK_D=8, WEIGHT_FILE=E.verilog_string((d / "wb").resolve()))
+    params.update(W_BANK_D=bank_d, WEIGHT_FILE=E.verilog_string((d / "wb").resolve()))
     A.run_unit_stream("bl_mvau", "bl_mvau", params, iw, ow, "sim.tb_mvau", d, simulator="verilator")
 
 
-def test_swg_verilator():
-    tb_swg.run(WORK / "swg", simulator="verilator", ifm=7, c=4, k=3, s=2, simd=2, bits=2, images=3)
+@pytest.mark.parametrize("simd,bits", [(2, 2), (4, 5)])
+def test_swg_verilator(simd, bits):
+    """Words of 4 bits, and of 20 (the buffer in two slices, 18 + 2 bits)."""
+    tb_swg.run(WORK / f"swg{simd}x{bits}", simulator="verilator", ifm=7, c=4, k=3, s=2, simd=simd, bits=bits, images=3)
 
 
 def test_pool_verilator():
@@ -318,6 +323,10 @@ def test_fifo_dwc_twins():
     assert U.dwc_stream_cycles(4, 4, 48) == 12
     assert U.fifo_ref(words) == words and U.fifo_cycles(10) == 11
     assert U.fifo_resources(8, 2048)["bram"] == 1 and U.fifo_resources(8, 4)["bram"] == 0
+    # link FIFOs with the output register and at most 4 kbit go to LUT RAM (cnv's 512 x 8, 512 x 1)
+    assert U.fifo_lutram(8, 512) == 1 and U.fifo_lutram(1, 512) == 1 and U.fifo_lutram(16, 128) == 1
+    assert U.fifo_lutram(8, 32) == 0 and U.fifo_lutram(16, 512) == 0
+    assert U.fifo_resources(8, 512)["bram"] == 0 and U.fifo_resources(16, 512)["bram"] == 1
 
 
 @pytest.mark.parametrize("cpb", [4, 7])
@@ -337,13 +346,13 @@ def test_uart_twins(cpb):
     assert U.uart_resources(25)["ff"] > U.uart_resources(4)["ff"]
 
 
-@pytest.mark.parametrize("out_reg", [0, 1])
-def test_fifo_icarus(out_reg):
+@pytest.mark.parametrize("out_reg,lutram", [(0, 0), (1, 0), (1, 1)])
+def test_fifo_icarus(out_reg, lutram):
     """Random words of 70 bits (past one machine word), reset and handshake rules, and one beat a
     cycle after one of latency, as the twin says; with the output register too (its bypass when
-    the memory is empty, its extra beat when full)."""
-    tb_fifo.run(WORK / f"ivl_fifo_{out_reg}", simulator="icarus", checks=True, width=70, depth=4, beats=40,
-                out_reg=out_reg)
+    the memory is empty, its extra beat when full), also with the memory asked for in LUT RAM."""
+    tb_fifo.run(WORK / f"ivl_fifo_{out_reg}{lutram}", simulator="icarus", checks=True, width=70, depth=4, beats=40,
+                out_reg=out_reg, lutram=lutram)
 
 
 @pytest.mark.parametrize("i,o", [(2, 6), (8, 2), (3, 3)])
