@@ -1,8 +1,10 @@
 """`python -m bitlens.bench.explain`: the report's analysis time per model on this machine ->
 build/bench/explain.json. Each model is explained as `make report` does it (its defaults: 500
 class-balanced test images, every trained seed of the BNN and of its twin), the tasks run in
-this process, and the time of each kind of task is kept beside the total.
-Goals on 2 cores: TFC < 15 min, CNV < 60 min."""
+--workers processes (default 2, one a core), and the time of each kind of task (maps and
+randomisation checks also per method) is kept beside the total. Goals on 2 cores: TFC < 15 min,
+CNV < 60 min. `--convergence N` instead writes build/bench/explain_convergence.json: how close
+CNV's cheaper settings (explain.report.CNV_DEFAULTS) come to the full ones on N images."""
 import argparse
 import contextlib
 import multiprocessing as mp
@@ -155,7 +157,7 @@ def main(argv=None):
     p.add_argument("--out", default=str(paths.BUILD / "bench" / "explain.json"))
     p.add_argument("--board", default=None, help="also publish each model's report for this board")
     p.add_argument("--threads", type=int, default=R.THREADS, help="torch threads (the report's default)")
-    p.add_argument("--workers", type=int, default=1, help="processes running the tasks (1: this one)")
+    p.add_argument("--workers", type=int, default=2, help="processes running the tasks (1: this one; default: one a core)")
     p.add_argument("--convergence", type=int, default=0, metavar="N",
                    help="instead: the settings' convergence check on N images of each model -> explain_convergence.json")
     a = p.parse_args(argv)
