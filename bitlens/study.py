@@ -50,14 +50,10 @@ def models_of(name):
 
 
 def explain_options(bnn, images, methods, options=None):
-    """The report's defaults for this topology (CNV: fewer images and mask steps), IMAGES= over them,
-    `options` ({method: {option: value}}) over those."""
-    cnv = zoo.spec(bnn).kind == "cnv"
-    small = R.CNV_DEFAULTS if cnv else {}
-    n = images or small.get("images", 100)
-    opts = {"neuromask": dict(steps=small.get("neuromask_steps", METHODS["neuromask"]["steps"])),
-            "smoothgrad": dict(samples=METHODS["smoothgrad"]["samples"]),
-            "quantus": dict(road_images=min(n, R.ROAD_IMAGES))}
+    """The report's images (IMAGES= over them) and options: compute takes the topology's own
+    defaults (explain.report.default_options) for what is not given here."""
+    n = images or R.DEFAULT_IMAGES
+    opts = {"quantus": dict(road_images=min(n, R.ROAD_IMAGES))}
     for k, v in (options or {}).items():
         opts[k] = dict(opts.get(k, {}), **v)
     return n, list(methods), opts
@@ -140,7 +136,7 @@ def _main(argv=None):
     p.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"])
     p.add_argument("--models", nargs="+", default=["tfc", "cnv"], help="topologies (tfc, cnv, ...) or zoo BNNs")
     p.add_argument("--seeds", nargs="+", type=O.nonneg_int, default=[0, 1, 2])
-    p.add_argument("--images", type=O.positive_int, help="images explained (default: the report's, 100 MLP / 20 CNV)")
+    p.add_argument("--images", type=O.positive_int, help=f"images explained (default: the report's, {R.DEFAULT_IMAGES})")
     p.add_argument("--epochs", type=O.positive_int, help="training epochs (default: the topology's)")
     p.add_argument("--limit", type=O.positive_int, help="train on the first N training images only")
     p.add_argument("--verify", type=O.positive_int, default=200, help="test images each export is verified on")

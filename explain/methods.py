@@ -19,6 +19,7 @@ from captum.attr import (LRP, GuidedBackprop, IntegratedGradients, LayerAttribut
                          NoiseTunnel, Occlusion, Saliency)
 from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule, EpsilonRule, GammaRule, IdentityRule
 
+from explain.chunked import chunked
 from explain.neuromask import neuromask
 
 
@@ -70,7 +71,7 @@ def _smoothgrad(model, x, t, noise=0.15, samples=50, batch=1000, **_):
     # SmoothGrad averages raw gradients, the magnitude is taken afterwards (Smilkov et al.);
     # NoiseTunnel's stdevs is absolute, so sigma = noise level x input range.
     sigma = float(noise) * INPUT_RANGE
-    nt = NoiseTunnel(Saliency(model))
+    nt = NoiseTunnel(Saliency(chunked(model)))
     per_eval = max(1, int(batch) // max(1, len(x)))
     out = nt.attribute(x, nt_type="smoothgrad", nt_samples=int(samples), stdevs=sigma, target=t,
                        abs=False, nt_samples_batch_size=min(int(samples), per_eval))
@@ -78,7 +79,7 @@ def _smoothgrad(model, x, t, noise=0.15, samples=50, batch=1000, **_):
 
 
 def _integrated_gradients(model, x, t, steps=32, info=None, **_):
-    attr, delta = IntegratedGradients(model).attribute(x, baselines=torch.zeros_like(x), target=t,
+    attr, delta = IntegratedGradients(chunked(model)).attribute(x, baselines=torch.zeros_like(x), target=t,
                                                        n_steps=int(steps), return_convergence_delta=True)
     if info is not None:
         info["delta"] = delta.detach()
@@ -189,7 +190,7 @@ def occlusion_map(base_logits, occluded_logits, target, h, w, patch=4, stride=2,
 def _occlusion(model, x, t, patch=4, stride=2, batch=2000, **_):
     c = x.shape[1]
     per_eval = max(1, int(batch) // max(1, len(x)))
-    out = Occlusion(model).attribute(x, sliding_window_shapes=(c, patch, patch), strides=(c, stride, stride),
+    out = Occlusion(chunked(model)).attribute(x, sliding_window_shapes=(c, patch, patch), strides=(c, stride, stride),
                                      baselines=0, target=t, perturbations_per_eval=per_eval)
     return out.sum(1)
 

@@ -14,6 +14,8 @@ from skimage.filters import sobel
 from skimage.metrics import structural_similarity
 from tqdm import tqdm
 
+from explain.chunked import chunked
+
 
 class MetricError(ValueError):
     pass
@@ -111,7 +113,7 @@ def permuted_maps(maps, seed=0):
 def _probs(model, x, t, batch):
     out = []
     for i in range(0, len(x), batch):
-        out.append(torch.softmax(model(x[i:i + batch]), 1).gather(1, t[i:i + batch, None])[:, 0])
+        out.append(torch.softmax(chunked(model)(x[i:i + batch]), 1).gather(1, t[i:i + batch, None])[:, 0])
     return torch.cat(out)
 
 

@@ -40,6 +40,12 @@ WHOLE_BATCH = ("neuromask",)
 SANITY_IMAGES = 50        # images of the randomisation checks (cascading, EfficientMPRT)
 ROAD_IMAGES = 50          # ROAD's noisy linear imputation solves a sparse system per image and fraction
 CORRELATION_RUNS = 50     # random pixel subsets per image for faithfulness correlation
+# CNV's settings (CNV_DEFAULTS below says why)
+NM_STEPS_CNV = 100        # NeuroMask steps (MLPs: 1000) ...
+NM_LR_CNV = 0.3           # ... at 10x the learning rate: RMSprop moves a mask weight ~lr a step
+SG_SAMPLES_CNV = 16       # SmoothGrad samples (MLPs: 50)
+IG_STEPS_CNV = 16         # integrated-gradients steps (MLPs: 32)
+CORR_IMAGES_CNV = 100     # images of faithfulness correlation (MLPs: all)
 # one torch thread: the tasks' tensors are small, and on cores shared with other jobs a second
 # OpenMP thread spins waiting for the first (make bench has the measured difference); more cores
 # are used by running tasks in several processes (a Dask mapper)
@@ -57,7 +63,7 @@ def compute(model, sources, n_images=DEFAULT_IMAGES, methods=None, options=None,
     """Everything the page shows, for model M (a BNN) and its twin (default: the zoo's).
     mapper(fn, [args, ...]) -> [fn(*args), ...] runs the tasks (default: in order, here)."""
     methods = list(methods or METHODS)
-    options = options or {}
+    options = with_defaults(model, options or {})
     mapper = mapper or functools.partial(T.serial_map, progress=progress)
     twin = twin or zoo.twin_of(model)
     if twin is None:
@@ -81,11 +87,12 @@ def compute(model, sources, n_images=DEFAULT_IMAGES, methods=None, options=None,
     q = options.get("quantus", {})
     road_images = min(n, q.get("road_images", ROAD_IMAGES))
     runs = q.get("correlation_runs", CORRELATION_RUNS)
+    corr_images = min(n, q.get("correlation_images") or n)
     res = dict(model=model, twin=twin, dataset=dataset, n_images=n, methods=methods, sign=SIGN, options=options,
                skipped={}, models={}, accuracy={}, ig_delta={}, lrp_delta={}, labels=y.tolist(),
                subsets=dict(images=n, shard_images=shard, road_images=road_images, correlation_runs=runs,
-                            sanity_images=sanity_images, sanity_seed="first seed of each kind",
-                            final_layer_images=final_images or n))
+                            correlation_images=corr_images, sanity_images=sanity_images,
+                            sanity_seed="first seed of each kind", final_layer_images=final_images or n))
     for (kind, name, s), info in zip(nets, mapper(T.info_task, [(sources, model, k, nm, s, n_images) for k, nm, s in nets])):
         res["models"].setdefault(kind, {})[str(s)] = info["how"]
         res["accuracy"].setdefault(kind, {})[str(s)] = dict(eval_subset=info["eval_subset"], test=info["test"])
@@ -116,7 +123,7 @@ def compute(model, sources, n_images=DEFAULT_IMAGES, methods=None, options=None,
     res["quantus_version"] = Q.version()
     base = T.baseline_maps(x)
     res["metrics"] = _metrics(sources, model, n_images, nets, seeds, maps, done, base, shards, mapper,
-                              faithfulness_steps, road_images, runs)
+                              faithfulness_steps, road_images, runs, corr_images)
     res["sanity"], res["metrics"]["efficient_mprt"] = _sanity(sources, model, n_images, nets, sanity_images, options, mapper)
     res["metrics"]["efficient_mprt_images"] = sanity_images
     res["final_layer"] = _final_layer(sources, model, nets, final_images or n, n, mapper)
@@ -130,17 +137,18 @@ GROUPS = dict(noise=("total_variation", "high_frequency_energy"), faithfulness=(
               quantus=Q.PER_MAP)
 
 
-def _metrics(sources, model, n_images, nets, seeds, maps, methods, base, shards, mapper, steps, road_images, runs):
+def _metrics(sources, model, n_images, nets, seeds, maps, methods, base, shards, mapper, steps, road_images, runs,
+             corr_images):
     out = dict(noise={}, faithfulness={}, quantus={}, similarity={}, tests={}, baselines={b: {} for b in BASELINES})
-    out["road_images"], out["correlation_runs"] = road_images, runs
+    out["road_images"], out["correlation_runs"], out["correlation_images"] = road_images, runs, corr_images
     scored = list(methods) + list(BASELINES)
     calls = [(k, nm, s, m, a, b) for m in scored for k, nm, s in nets for a, b in shards]
 
     def maps_of(kind, s, m):
         return base[m] if m in BASELINES else maps[kind][s][m]
 
-    outs = mapper(T.score_task, [(sources, model, k, nm, s, n_images, a, b, maps_of(k, s, m)[a:b], steps, road_images, runs)
-                                 for k, nm, s, m, a, b in calls])
+    outs = mapper(T.score_task, [(sources, model, k, nm, s, n_images, a, b, maps_of(k, s, m)[a:b], steps, road_images, runs,
+                                  corr_images) for k, nm, s, m, a, b in calls])
     parts = {}
     for (kind, _, s, m, _, _), o in zip(calls, outs):
         parts.setdefault((m, kind, s), []).append(o)
@@ -152,7 +160,7 @@ def _metrics(sources, model, n_images, nets, seeds, maps, methods, base, shards,
             for group, names in GROUPS.items():
                 for name in names:
                     v = vals[name]
-                    ok = np.isfinite(v).all(0)  # ROAD beyond road_images, quantus on an all-zero map: nan
+                    ok = np.isfinite(v).all(0)  # ROAD / correlation beyond their subsets, quantus on an all-zero map: nan
                     d = T.ci_dict([r[np.isfinite(r)].mean() if np.isfinite(r).any() else np.nan for r in v], v[:, ok].mean(0))
                     if m in BASELINES:
                         out["baselines"][m].setdefault(group, {}).setdefault(kind, {})[name] = d
@@ -305,15 +313,34 @@ def hardware_facts(model, board, root):
     return out
 
 
-CNV_DEFAULTS = dict(neuromask_steps=300)
+# A CNV image costs ~100x an MLP image on every forward and backward pass: the settings that keep
+# 500 images x 3 seeds of BNN and twin near the hour on 2 cores. `make bench`'s convergence check
+# (build/bench/explain_convergence.json) measures how close each comes to the full setting: the
+# NeuroMask masks of 100 steps at lr 0.3 are nearer the paper's 1000 steps at lr 0.03 than 300
+# steps at lr 0.03 are (from a random start in (-10, 10) a weight can move only ~lr x steps).
+CNV_DEFAULTS = dict(neuromask_steps=NM_STEPS_CNV, neuromask_lr=NM_LR_CNV, smoothgrad_samples=SG_SAMPLES_CNV,
+                    ig_steps=IG_STEPS_CNV, correlation_images=CORR_IMAGES_CNV)
 
 
 def default_options(model):
     """The options `make report` explains `model` with (the CLI's defaults)."""
-    # a CNV image costs ~100x an MLP image on the straight-through path: fewer mask steps
-    steps = METHODS["neuromask"]["steps"] if _is_mlp(model) else CNV_DEFAULTS["neuromask_steps"]
-    return {"neuromask": dict(steps=steps), "smoothgrad": dict(samples=METHODS["smoothgrad"]["samples"]),
-            "quantus": dict(road_images=ROAD_IMAGES, correlation_runs=CORRELATION_RUNS)}
+    if _is_mlp(model):
+        return {"neuromask": dict(steps=METHODS["neuromask"]["steps"]), "smoothgrad": dict(samples=METHODS["smoothgrad"]["samples"]),
+                "quantus": dict(road_images=ROAD_IMAGES, correlation_runs=CORRELATION_RUNS)}
+    c = CNV_DEFAULTS
+    return {"neuromask": dict(steps=c["neuromask_steps"], lr=c["neuromask_lr"]), "smoothgrad": dict(samples=c["smoothgrad_samples"]),
+            "integrated_gradients": dict(steps=c["ig_steps"]),
+            "quantus": dict(road_images=ROAD_IMAGES, correlation_runs=CORRELATION_RUNS,
+                            correlation_images=c["correlation_images"])}
+
+
+def with_defaults(model, options):
+    """`options` over default_options(model), per method: what the page and report.json state
+    is every setting the maps were made with, also those the caller left out."""
+    out = {k: dict(v) for k, v in default_options(model).items()}
+    for k, v in options.items():
+        out[k] = dict(out.get(k, {}), **v) if isinstance(v, dict) else v
+    return out
 
 
 def _is_mlp(model):
@@ -511,6 +538,7 @@ def _quantus_context(res):
         mprt.append(dict(method=BASELINE_LABEL[m.split(":")[1]] if base else m, baseline=base, cells=cells))
     return dict(version=str(res.get("quantus_version")), removal_fractions=len(Q.ROAD_PERCENTAGES),
                 road_images=met.get("road_images"), correlation_runs=met.get("correlation_runs"),
+                correlation_images=met.get("correlation_images", res["n_images"]),
                 columns=QUANTUS_COLUMNS, rows=rows, mprt=mprt, mprt_images=met.get("efficient_mprt_images"))
 
 
@@ -581,7 +609,8 @@ def page_context(res, board, hw, hw_equal, hw_reason, figs):
         if res["ig_delta"] else [],
         final_layer=[(kind, r) for kind, d in res["final_layer"].items() for r in d["per_seed"]],
         gradreg=_gradreg_context(res.get("gradient_regularisation") or {}),
-        subsets=res["subsets"], sanity=_sanity_rows(res["sanity"]),
+        subsets=dict(dict(correlation_images=res["n_images"]), **res["subsets"]), sanity=_sanity_rows(res["sanity"]),
+        settings=[(m, ", ".join(f"{k} {v}" for k, v in o.items())) for m, o in res["options"].items() if isinstance(o, dict)],
         seconds=res["seconds"])
 
 

@@ -113,9 +113,9 @@ def attribution_task(sources, model, kind, name, seed, method, n_images, start, 
     return dict(map=out.numpy(), delta=None if delta is None else delta.abs().numpy().astype(np.float64))
 
 
-def score_task(sources, model, kind, name, seed, n_images, start, stop, maps, steps, road_images, runs):
+def score_task(sources, model, kind, name, seed, n_images, start, stop, maps, steps, road_images, runs, corr_images=None):
     """Per-image scores {metric: (k,)} of maps (k, H, W) of images [start, stop) for one net;
-    ROAD only for images below road_images (nan beyond)."""
+    ROAD only for images below road_images, faithfulness correlation below corr_images (nan beyond)."""
     net, _, _ = load_net(sources, kind, name, seed)
     x, y, _ = eval_data(sources, model, n_images)
     x, y = x[start:stop], y[start:stop]
@@ -124,10 +124,14 @@ def score_task(sources, model, kind, name, seed, n_images, start, stop, maps, st
     road = np.full(len(x), np.nan)
     if r_end:
         road[:r_end] = Q.road(net, x[:r_end], y[:r_end], maps[:r_end])
+    c_end = len(x) if corr_images is None else max(0, min(stop, corr_images) - start)
+    corr = np.full(len(x), np.nan)
+    if c_end:
+        corr[:c_end] = Q.faithfulness_correlation(net, x[:c_end], y[:c_end], maps[:c_end], runs=runs)
     return dict(total_variation=X.total_variation(maps), high_frequency_energy=X.high_frequency_energy(maps),
                 deletion_auc=X.deletion_auc(net, x, maps, y, steps=steps),
                 insertion_auc=X.insertion_auc(net, x, maps, y, steps=steps), road=road,
-                faithfulness_correlation=Q.faithfulness_correlation(net, x, y, maps, runs=runs),
+                faithfulness_correlation=corr,
                 sparseness=Q.sparseness(x, maps), complexity=Q.complexity(x, maps))
 
 

@@ -70,7 +70,10 @@ class ThresholdAct(nn.Module):
         a, b = self.a.view(shape), self.b.view(shape)
         y = a * acc + b
         T = self.T.view(1, self.T.shape[0], *([1] * (acc.dim() - 2)), self.T.shape[1])
-        v = (acc.detach().unsqueeze(-1) >= T).sum(-1).to(acc.dtype)
+        if self.T.shape[1] == 1:   # a binary activation: one comparison, no count over thresholds
+            v = (acc.detach() >= T[..., 0]).to(acc.dtype)
+        else:
+            v = (acc.detach().unsqueeze(-1) >= T).sum(-1).to(acc.dtype)
         mask = ((y >= self.lo) & (y <= self.hi)).to(acc.dtype)
         if self.relu:
             mask = mask * (y > 0).to(acc.dtype)

@@ -34,7 +34,8 @@ def _main(argv):
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--neuromask-steps", type=O.positive_int, default=None,
                    help=f"default {METHODS['neuromask']['steps']} for MLPs, {R.CNV_DEFAULTS['neuromask_steps']} for CNV")
-    p.add_argument("--smoothgrad-samples", type=O.positive_int, default=METHODS["smoothgrad"]["samples"])
+    p.add_argument("--smoothgrad-samples", type=O.positive_int, default=None,
+                   help=f"default {METHODS['smoothgrad']['samples']} for MLPs, {R.CNV_DEFAULTS['smoothgrad_samples']} for CNV")
     p.add_argument("--final-images", type=O.positive_int, default=1000)
     p.add_argument("--road-images", type=O.positive_int, default=R.ROAD_IMAGES,
                    help="images scored by quantus' ROAD (noisy linear imputation is slow): the first N of --images")
@@ -62,9 +63,12 @@ def _main(argv):
     methods = method_names(a.methods)
     sources = Sources(a.root)
     sources.dataset = a.dataset or sources.trained_dataset(a.model, 0) or "mnist"
-    steps = a.neuromask_steps or R.default_options(a.model)["neuromask"]["steps"]
-    opts = dict(R.default_options(a.model), neuromask=dict(steps=steps), smoothgrad=dict(samples=a.smoothgrad_samples),
-                quantus=dict(road_images=a.road_images))
+    # what is given over the model's defaults (compute fills the rest: R.with_defaults)
+    opts = dict(quantus=dict(road_images=a.road_images))
+    if a.neuromask_steps:
+        opts["neuromask"] = dict(steps=a.neuromask_steps)
+    if a.smoothgrad_samples:
+        opts["smoothgrad"] = dict(samples=a.smoothgrad_samples)
     if a.hardware_images:
         opts["hardware_occlusion"] = dict(images=a.hardware_images)
     torch.set_num_threads(a.threads)

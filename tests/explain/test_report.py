@@ -65,8 +65,8 @@ def test_report_end_to_end_on_stand_ins(tmp_path):
                 assert -1 <= met["similarity"][m]["spearman"][f"{kind}_vs_{b}"]["mean"] <= 1
     for kind in ("bnn", "fp"):  # cascading randomisation of the baselines: Sobel ignores the model entirely
         assert doc["sanity"][kind]["baseline:sobel"][-1]["similarity"] == pytest.approx(1.0)
-    assert doc["subsets"] == dict(images=20, shard_images=100, road_images=2, correlation_runs=10, sanity_images=6,
-                                  sanity_seed="first seed of each kind", final_layer_images=20)
+    assert doc["subsets"] == dict(images=20, shard_images=100, road_images=2, correlation_runs=10, correlation_images=20,
+                                  sanity_images=6, sanity_seed="first seed of each kind", final_layer_images=20)
     # noise, faithfulness, quantus, eMPRT, cascading randomisation
     assert page.count("baseline: random map") == 5 and page.count("baseline: Sobel edges") == 5
     assert "Metrics from quantus" in page and "ROAD" in page and "EfficientMPRT" in page
