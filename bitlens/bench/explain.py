@@ -32,6 +32,16 @@ GOALS_S = {"mlp": 15 * 60, "cnv": 60 * 60}
 METHOD_ARG = {"attribution_task": 5, "sanity_task": 6}
 
 
+def _tally(d, name, args, dt):
+    """One call of task `name` into its entry `d` of the times (and its method's, see METHOD_ARG)."""
+    d["calls"] += 1
+    d["seconds"] = round(d["seconds"] + dt, 1)
+    if name in METHOD_ARG:
+        m = d.setdefault("methods", {}).setdefault(args[METHOD_ARG[name]], dict(calls=0, seconds=0.0))
+        m["calls"] += 1
+        m["seconds"] = round(m["seconds"] + dt, 1)
+
+
 def timed(times, progress=True):
     """A serial mapper that adds each task kind's calls and seconds to `times`, and for the maps
     and the randomisation checks also per method (`times[kind]["methods"]`)."""
@@ -40,15 +50,9 @@ def timed(times, progress=True):
         d = times.setdefault(name, dict(calls=0, seconds=0.0))
         out = []
         for args in tqdm(calls, desc=name.removesuffix("_task"), disable=not progress, file=sys.stderr, smoothing=0.05):
-            t0 = time.time()
-            out.append(fn(*args))
-            dt = time.time() - t0
-            d["calls"] += 1
-            d["seconds"] = round(d["seconds"] + dt, 1)
-            if name in METHOD_ARG:
-                m = d.setdefault("methods", {}).setdefault(args[METHOD_ARG[name]], dict(calls=0, seconds=0.0))
-                m["calls"] += 1
-                m["seconds"] = round(m["seconds"] + dt, 1)
+            r, dt = _timed_call(fn, args)
+            out.append(r)
+            _tally(d, name, args, dt)
         return out
     return mapper
 
@@ -74,12 +78,7 @@ def pooled(times, pool, progress=True):
         for args, f in zip(calls, tqdm(futures, desc=name.removesuffix("_task"), disable=not progress, file=sys.stderr)):
             r, dt = f.result()
             out.append(r)
-            d["calls"] += 1
-            d["seconds"] = round(d["seconds"] + dt, 1)
-            if name in METHOD_ARG:
-                m = d.setdefault("methods", {}).setdefault(args[METHOD_ARG[name]], dict(calls=0, seconds=0.0))
-                m["calls"] += 1
-                m["seconds"] = round(m["seconds"] + dt, 1)
+            _tally(d, name, args, dt)
         return out
     return mapper
 
