@@ -36,6 +36,9 @@ class Cluster:
     @property
     def client(self) -> Client:
         if self._client is None:
+            # tasks carry their inputs (a shard's maps) as plain arguments on purpose, so that any
+            # worker, on any machine, can run them: a report's tens of MiB are expected, not a mistake
+            self._stack.enter_context(dask.config.set({"distributed.admin.large-graph-warning-threshold": "1GiB"}))
             self._client = self._stack.enter_context(self._connect())
         return self._client
 
