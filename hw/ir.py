@@ -1,6 +1,5 @@
 """Streamlined qonnx graph (README contract) -> layer IR (hw/layers.py), and the IR run by the
 unit twins (the graph-level reference the RTL is checked against)."""
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from hw import units as U
 from hw.errors import CompileError
 from hw.layers import MVAU, SWG, Graph, Pool, Thresholding
+from model.streamline import metadata_or_empty
 
 HOST_OPS = ("Mul", "Add")
 
@@ -83,13 +83,7 @@ def read_graph(onnx_path) -> Graph:
     dt = _dt(model, gin)
     if dt.name != "UINT8":
         raise CompileError(f"{path}: input '{gin}' is {dt.name}, expected UINT8 pixels")
-    meta = {p.key: p.value for p in model.model.metadata_props}
-    name = ""
-    if "bitlens" in meta:
-        try:
-            name = json.loads(meta["bitlens"]).get("model", "")
-        except (ValueError, AttributeError):
-            name = ""
+    name = metadata_or_empty(model).get("model", "")
     layers = []
     cur = gin
     cur_shape = shape

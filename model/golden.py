@@ -1,14 +1,13 @@
 """Golden data for a streamlined graph: test images shaped for its input, and the accumulators
 the accelerator must stream out for them (the bit-exact reference; qonnx for graphs without
 BitLens metadata). Simulation and FINN's verification both compare against these."""
-import json
-
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 from tqdm import tqdm
 
 from model.data import load_split, pad_images
+from model.streamline import metadata_or_empty
 
 
 def expected_outputs(graph_path, images):
@@ -41,12 +40,7 @@ def sample_images(graph_path, count, seed=0):
     """Test-set images shaped for the graph input; random uint8 images when no data set fits."""
     model = ModelWrapper(str(graph_path))
     shape = tuple(model.get_tensor_shape(model.graph.input[0].name))[1:]
-    meta = {p.key: p.value for p in model.model.metadata_props}
-    dataset = "mnist"
-    try:
-        dataset = json.loads(meta.get("bitlens", "{}")).get("dataset", "mnist") or "mnist"
-    except (ValueError, AttributeError):
-        pass
+    dataset = metadata_or_empty(model).get("dataset") or "mnist"
     source = None
     try:
         x, _ = load_split(dataset, "test")

@@ -641,6 +641,20 @@ def metadata(mw: ModelWrapper) -> dict:
     raise StreamlineError("not a BitLens streamlined graph (no 'bitlens' metadata)")
 
 
+def metadata_or_empty(model) -> dict:
+    """The 'bitlens' metadata of a graph (ModelWrapper or ModelProto), {} for a graph without it
+    or with unreadable metadata (a foreign or synthetic graph: the caller falls back to defaults)."""
+    proto = model.model if isinstance(model, ModelWrapper) else model
+    for p in proto.metadata_props:
+        if p.key == "bitlens":
+            try:
+                meta = json.loads(p.value)
+            except ValueError:
+                return {}
+            return meta if isinstance(meta, dict) else {}
+    return {}
+
+
 def with_batch(mw: ModelWrapper, batch: int) -> ModelWrapper:
     """A copy of a streamlined graph whose declared shapes have batch size `batch`, so qonnx
     executes many images per call (the graph itself is batch-agnostic)."""

@@ -2,7 +2,6 @@
 to a board programmed with build/<M>/<board>/bitstream.bit and print the classes (hw.host). The
 class is argmax of the logits the streamlined graph's final Mul/Add make of the accumulators the
 board returns; --check compares every accumulator with the reference and exits 1 on a difference."""
-import json
 import os
 import sys
 import time
@@ -15,6 +14,7 @@ from bitlens.cli import options as O
 from hw.bitstream import logits_f32
 from hw.host import BUILD, HostError, Serial, classify, load_built, output_affine, reference_accs
 from model.data import load_split, pad_images
+from model.streamline import metadata_or_empty
 
 
 def main(argv=None) -> int:
@@ -38,7 +38,7 @@ def _main(argv) -> int:
     baud = args.baud or int(res["uart"]["baud"])
     graph = onnx.load(str(streamlined))
     shape = [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
-    meta = json.loads({p.key: p.value for p in graph.metadata_props}.get("bitlens", "{}"))
+    meta = metadata_or_empty(graph)
     x, y = load_split(args.dataset or meta.get("dataset") or "mnist", "test")
     x = pad_images(x[:args.images], shape[1])
     scale, bias = output_affine(streamlined)
