@@ -184,8 +184,11 @@ def test_kill9_during_export(built):
 def test_ctrl_c_during_export(built):
     before = _state(built)
     d = Path(built) / MODEL
+    # as from an interactive shell: a test run started in the background (`.ci/run &` from a script)
+    # inherits SIGINT ignored, and Python then keeps it ignored in the child, so Ctrl-C never arrives
     p = subprocess.Popen([sys.executable, "-m", "bitlens", "export", "--model", MODEL, "--verify-images", "2000"],
-                         cwd=REPO, env=_env(built), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                         cwd=REPO, env=_env(built), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert _wait_for(lambda: _export_staging(d), p), "export never staged"
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
