@@ -130,11 +130,14 @@ demo: setup
 	$(MAKE) --no-print-directory bitstream MODEL=tfc-w1a1 BOARD=ulx3s
 	$(MAKE) --no-print-directory report MODEL=tfc-w1a1 BOARD=ulx3s
 
+# one pytest worker a core (pytest-xdist), a test file per worker: a file's tests share its build
+# folder (reused Verilator models) and its module fixtures. TESTOPTS= runs them in one process.
+TESTOPTS ?= -n auto --dist loadfile
 test: setup
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q $(TESTOPTS) -m "not slow" tests
 
 test-all: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(TESTOPTS) tests
 
 # FINN's BNN zoo (11 configs) trained, exported, verified and simulated: build/interop/interop.json
 interop: setup
