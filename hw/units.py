@@ -319,7 +319,8 @@ def swg_resources(ifm, c, k, s, simd, bits, kbit=18, ifm_w=None):
     ab = unsigned_bits(depth)
     rb = unsigned_bits(ifm) + unsigned_bits(s)          # the writer's row and stride-phase counters
     lut = 80 + 6 * ab + 2 * rb + ml + simd * bits * OUT_FIFO_SWG // 4
-    ff = 60 + 8 * ab + rb + simd * bits * (2 + OUT_FIFO_SWG)     # two read registers
+    # two read registers, and the write (enable, address, word) registered in front of the buffer
+    ff = 60 + 9 * ab + rb + 2 + simd * bits * (3 + OUT_FIFO_SWG)
     return dict(lut=int(lut), ff=int(ff), bram=int(mb))
 
 

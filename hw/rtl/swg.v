@@ -182,6 +182,26 @@ module bl_swg #(
     wire wrow_done = wst && (wcol == ROWW_LAST);
     wire release_rows = rd && row_end;
 
+    // the write reaches the buffer a cycle after the handshake, from registers placed by the blocks:
+    // the handshake logic (keep, the row counters, s_tready) does not travel to the block RAMs in
+    // the accepting cycle. A row counts as available when its last word is in the buffer
+    // (wrow_done_q), so a read never wants a word still on its way; slots are written only after
+    // their release, so the late write meets no read either.
+    reg wst_q, wrow_done_q;
+    reg [MAB-1:0] waddr_q;
+    reg [W-1:0] wdata_q;
+    always @(posedge ap_clk) begin
+        waddr_q <= waddr[MAB-1:0];
+        wdata_q <= s_tdata;
+        if (!ap_rst_n) begin
+            wst_q <= 1'b0;
+            wrow_done_q <= 1'b0;
+        end else begin
+            wst_q <= wst;
+            wrow_done_q <= wrow_done;
+        end
+    end
+
     always @(posedge ap_clk) begin
         if (!ap_rst_n) begin
             waddr <= {AB{1'b0}};
@@ -210,7 +230,7 @@ module bl_swg #(
                 end
             end
             held <= held + {{(RB-1){1'b0}}, wrow_first} - (release_rows ? rel : {RB{1'b0}});
-            avail <= avail + {{(RB-1){1'b0}}, wrow_done} - (release_rows ? rel : {RB{1'b0}});
+            avail <= avail + {{(RB-1){1'b0}}, wrow_done_q} - (release_rows ? rel : {RB{1'b0}});
             if (rd) begin
                 j <= j_end ? {JB{1'b0}} : j + 1'b1;
                 if (j_end) begin
@@ -250,7 +270,7 @@ module bl_swg #(
             (* no_rw_check *) reg [SW-1:0] mem [0:DEPTH-1];
             reg [SW-1:0] q;
             always @(posedge ap_clk) begin
-                if (wst) mem[waddr[MAB-1:0]] <= s_tdata[LO +: SW];
+                if (wst_q) mem[waddr_q] <= wdata_q[LO +: SW];
                 q <= mem[raddr[MAB-1:0]];
             end
             assign rdata[LO +: SW] = q;
