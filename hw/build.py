@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hw.bitstream import atomic_write_json, build_lattice
+from hw.bitstream import build_lattice
 from hw.boards import get_board
 from hw.compile import compile_graph
 from hw.folding import load_folding
@@ -77,7 +77,7 @@ def build(model: str, board_name: str, folding_path=None, target_fps=None, baud=
             res["led_class_exact"] = res["wrapper_params"].get("USE_RANK") == 1 or output_affine_exact(streamlined)
             res["model"] = model
             res["seconds"] = round(time.time() - t0, 1)
-            atomic_write_json(stage / "resources.json", res)
+            publish.atomic_json(stage / "resources.json", res)
         print(f"bitstream: {_show(board_dir / 'bitstream.bit')}  "
               f"(program: openFPGALoader -b {board.name} {_show(board_dir / 'bitstream.bit')}; "
               f"run: python -m bitlens host --model {model} --port /dev/ttyUSB0)")
@@ -87,7 +87,7 @@ def build(model: str, board_name: str, folding_path=None, target_fps=None, baud=
         hw_dir, info = compile_rtl(model, board, folding, target_fps, stage / "hw")
         res = xilinx_resources(hw_dir / "rtl", stage, board)
         res["seconds"] = round(time.time() - t0, 1)      # compile + synth_xilinx
-        atomic_write_json(stage / "resources.json", res)
+        publish.atomic_json(stage / "resources.json", res)
     folder = write_finn_folder(model, board, board_dir / "finn", streamlined, info["folding"],
                                target_fps=target_fps, folding_source=_show(hw_final / "folding.json"))
     print(f"[finn] wrote {_show(folder)}/: model.onnx, dataflow_build_config.json, "

