@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from hw.bitstream import die_with_parent
 from hw.manifest import read_manifest
@@ -113,10 +114,7 @@ def run_cpp(rtl_dir, images, expected, work_dir, simulator=None, chunk=DEFAULT_C
 
     res = dict(images=int(n), equal=False, mismatched_images=None, cycles_per_image=None,
                analytic_ii=m["analytic_ii"], stall=None, harness=HARNESS, simulator="verilator")
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=n, unit="img", desc="sim", mininterval=0.5, smoothing=0.05)
+    bar = tqdm(total=n, unit="img", desc="sim", mininterval=0.5, smoothing=0.05) if progress else None
     shown = 0
     tally = E.ChunkTally(keep=keep_outputs)
     cycles, cpu, checked = 0, None, 0

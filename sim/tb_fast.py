@@ -20,7 +20,7 @@ import numpy as np
 
 from sim import cocotb_env as E
 from sim.tb_top import decode_outputs
-from sim.top_run import run_stream_test, tie_to_parent, write_result
+from sim.top_run import begin_test, run_stream_test, write_result
 
 try:
     import cocotb
@@ -114,19 +114,9 @@ if cocotb is not None:
     @cocotb.test()
     async def top_fast(dut):
         from cocotb.triggers import RisingEdge, Timer
-        cfg = E.load_config()
-        tie_to_parent(cfg)
-        m = cfg["manifest"]
-        images = np.load("images.npy")
-        expected = np.load("expected.npy")
+        cfg, m, images, expected, res, bar = begin_test(harness=HARNESS)
         n, chunk, ob = len(images), cfg["chunk"], m["out_beats"]
         ii = max(1, int(m["analytic_ii"]))
-        res = dict(images=int(n), equal=False, mismatched_images=None, cycles_per_image=None,
-                   analytic_ii=m["analytic_ii"], stall=None, harness=HARNESS)
-        bar = None
-        if cfg.get("progress"):
-            from tqdm import tqdm
-            bar = tqdm(total=n, unit="img", desc="sim", mininterval=1.0, smoothing=0.1)
         dut.chunk.value = 0
         dut.n_in.value = 0
         dut.n_out.value = 0

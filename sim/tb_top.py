@@ -11,7 +11,7 @@ import numpy as np
 from hw import units as U
 from hw.manifest import MANIFEST_KEYS, ManifestError, read_manifest  # noqa: F401 (re-exported)
 from sim import cocotb_env as E
-from sim.top_run import run_stream_test, tie_to_parent, write_result
+from sim.top_run import begin_test, run_stream_test, write_result
 
 try:
     import cocotb
@@ -49,18 +49,8 @@ def run_top(rtl_dir, images, expected, work_dir, simulator=None, chunk=500, idle
 if cocotb is not None:
     @cocotb.test()
     async def top_stream(dut):
-        cfg = E.load_config()
-        tie_to_parent(cfg)
-        m = cfg["manifest"]
-        images = np.load("images.npy")
-        expected = np.load("expected.npy")
+        cfg, m, images, expected, res, bar = begin_test()
         n, chunk = len(images), cfg["chunk"]
-        res = dict(images=int(n), equal=False, mismatched_images=None, cycles_per_image=None,
-                   analytic_ii=m["analytic_ii"], stall=None)
-        bar = None
-        if cfg.get("progress"):
-            from tqdm import tqdm
-            bar = tqdm(total=n, unit="img", desc="sim", mininterval=1.0)
         ii = max(1, int(m["analytic_ii"]))
         tally = E.ChunkTally(keep=bool(cfg.get("outputs")))
         await E.reset_wrapper(dut)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from hw.bitstream import die_with_parent
 from hw.manifest import read_manifest
@@ -68,6 +69,22 @@ def tie_to_parent(cfg):
     die_with_parent()
     if cfg.get("parent_pid") and os.getppid() != cfg["parent_pid"]:
         os._exit(1)
+
+
+def begin_test(**res_extra):
+    """The start of a whole-accelerator cocotb test, inside the simulator: tied to its parent, the
+    run's config, manifest, images and expected outputs, the result dict it fills, and a progress
+    bar when the run shows one. -> (cfg, manifest, images, expected, res, bar)"""
+    cfg = E.load_config()
+    tie_to_parent(cfg)
+    m = cfg["manifest"]
+    images = np.load("images.npy")
+    expected = np.load("expected.npy")
+    res = dict(images=int(len(images)), equal=False, mismatched_images=None, cycles_per_image=None,
+               analytic_ii=m["analytic_ii"], stall=None, **res_extra)
+    bar = tqdm(total=len(images), unit="img", desc="sim", mininterval=1.0, smoothing=0.1) \
+        if cfg.get("progress") else None
+    return cfg, m, images, expected, res, bar
 
 
 def write_result(cfg, res, outputs=None):
