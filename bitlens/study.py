@@ -1,5 +1,4 @@
-"""`python -m bitlens.study` (`make study`): the published BNN-saliency findings across datasets and
-topologies, as Dask tasks with a task cache.
+"""`python -m bitlens study` (`make study`): the published findings on every dataset x topology.
 
 For every dataset x topology: train the BNN (<topology>-w1a1) and its full-precision twin for each
 seed, export + verify the BNN seeds, explain both with explain.report.compute, and take each
@@ -132,7 +131,7 @@ def main(argv=None):
 
 
 def _main(argv=None):
-    p = O.Parser(prog="python -m bitlens.study", description=__doc__.splitlines()[0])
+    p = O.Parser(prog="python -m bitlens study", description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"])
     p.add_argument("--models", nargs="+", default=["tfc", "cnv"], help="topologies (tfc, cnv, ...) or zoo BNNs")
     p.add_argument("--seeds", nargs="+", type=O.nonneg_int, default=[0, 1, 2])
