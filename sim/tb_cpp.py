@@ -26,7 +26,7 @@ from hw.manifest import read_manifest
 from sim import cocotb_env as E
 from sim.tb_fast import TB_FILE, write_words_hex
 from sim.tb_top import decode_outputs
-from sim.top_run import copy_memories
+from sim.top_run import copy_memories, new_result
 
 HARNESS = "verilator-cpp"
 MAIN_FILE = Path(__file__).resolve().with_name("bl_stream_main.cpp")
@@ -112,8 +112,7 @@ def run_cpp(rtl_dir, images, expected, work_dir, simulator=None, chunk=DEFAULT_C
         plan.append((n_in, len(images[s:s + chunk]) * ob))
     (run_dir / "tb_plan.txt").write_text("".join(f"{a} {b}\n" for a, b in plan))
 
-    res = dict(images=int(n), equal=False, mismatched_images=None, cycles_per_image=None,
-               analytic_ii=m["analytic_ii"], stall=None, harness=HARNESS, simulator="verilator")
+    res = new_result(n, m, harness=HARNESS, simulator="verilator")
     bar = tqdm(total=n, unit="img", desc="sim", mininterval=0.5, smoothing=0.05) if progress else None
     shown = 0
     tally = E.ChunkTally(keep=keep_outputs)

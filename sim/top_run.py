@@ -71,6 +71,12 @@ def tie_to_parent(cfg):
         os._exit(1)
 
 
+def new_result(n_images, manifest, **extra):
+    """The result a whole-accelerator run fills in (every harness writes this shape to sim.json)."""
+    return dict(images=int(n_images), equal=False, mismatched_images=None, cycles_per_image=None,
+                analytic_ii=manifest["analytic_ii"], stall=None, **extra)
+
+
 def begin_test(**res_extra):
     """The start of a whole-accelerator cocotb test, inside the simulator: tied to its parent, the
     run's config, manifest, images and expected outputs, the result dict it fills, and a progress
@@ -80,8 +86,7 @@ def begin_test(**res_extra):
     m = cfg["manifest"]
     images = np.load("images.npy")
     expected = np.load("expected.npy")
-    res = dict(images=int(len(images)), equal=False, mismatched_images=None, cycles_per_image=None,
-               analytic_ii=m["analytic_ii"], stall=None, **res_extra)
+    res = new_result(len(images), m, **res_extra)
     bar = tqdm(total=len(images), unit="img", desc="sim", mininterval=1.0, smoothing=0.1) \
         if cfg.get("progress") else None
     return cfg, m, images, expected, res, bar
